@@ -33,7 +33,9 @@ Result<KeyBytes> decode_key_base64(std::string_view text) {
   std::size_t n = 0;
   for (std::size_t i = 0; i < 43; ++i) {
     int v = b64_value(text[i]);
-    if (v < 0) return fail_invalid("key has a character outside base64 at position " + std::to_string(i + 1));
+    if (v < 0)
+      return fail_invalid("key has a character outside base64 at position " +
+                          std::to_string(i + 1));
     acc = (acc << 6) | static_cast<std::uint32_t>(v);
     bits += 6;
     if (bits >= 8) {

@@ -34,7 +34,8 @@ bool stderr_is_journal() {
 bool needs_quotes(std::string_view v) {
   if (v.empty()) return true;
   for (char c : v) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || !std::isprint(static_cast<unsigned char>(c))) {
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' ||
+        !std::isprint(static_cast<unsigned char>(c))) {
       return true;
     }
   }
@@ -67,7 +68,8 @@ void append_value(std::string& out, std::string_view v) {
 std::string journal_field_name(std::string_view key) {
   std::string name = "PORTCULLIS_";
   for (char c : key) {
-    name.push_back(std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::toupper(c)) : '_');
+    name.push_back(std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::toupper(c))
+                                                               : '_');
   }
   return name;
 }

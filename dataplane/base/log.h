@@ -2,9 +2,10 @@
 // One event per line: a short message, then key=value fields.
 //   log_info("peer added", {{"agent", "7f3c"}, {"ip", "10.255.0.5"}});
 // Under systemd (JOURNAL_STREAM names our stderr) events go to the journal with PORTCULLIS_<KEY>
-// fields and PRIORITY, so `journalctl PORTCULLIS_AGENT=7f3c` works. Elsewhere they go to stderr with
-// a syslog level prefix ("<6>peer added agent=7f3c ip=10.255.0.5"), which journald also understands.
-// Dataplane code does not log; the layer that decides (reconciler, API, main) logs once.
+// fields and PRIORITY, so `journalctl PORTCULLIS_AGENT=7f3c` works. Elsewhere they go to stderr
+// with a syslog level prefix ("<6>peer added agent=7f3c ip=10.255.0.5"), which journald also
+// understands. Dataplane code does not log; the layer that decides (reconciler, API, main) logs
+// once.
 
 #include <initializer_list>
 #include <string>
@@ -20,7 +21,8 @@ struct LogField {
 };
 
 void set_log_level(LogLevel max_level);
-void log_event(LogLevel level, std::string_view message, std::initializer_list<LogField> fields = {});
+void log_event(LogLevel level, std::string_view message,
+               std::initializer_list<LogField> fields = {});
 
 // The text form of one event without the level prefix; exposed for tests.
 std::string format_log_line(std::string_view message, std::initializer_list<LogField> fields);

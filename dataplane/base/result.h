@@ -19,7 +19,8 @@ class Error {
 
   // An errno value (positive, as in errno; a negative kernel-style value is accepted too).
   static Error from_errno(int err, std::string context) {
-    return Error(std::error_code(err < 0 ? -err : err, std::generic_category()), std::move(context));
+    return Error(std::error_code(err < 0 ? -err : err, std::generic_category()),
+                 std::move(context));
   }
   // The current errno.
   static Error last_errno(std::string context) { return from_errno(errno, std::move(context)); }
@@ -28,7 +29,9 @@ class Error {
   static Error protocol(std::string context) { return from_errno(EPROTO, std::move(context)); }
 
   const std::error_code& code() const { return code_; }
-  int errno_value() const { return code_.category() == std::generic_category() ? code_.value() : 0; }
+  int errno_value() const {
+    return code_.category() == std::generic_category() ? code_.value() : 0;
+  }
   const std::string& context() const { return context_; }
 
   // "context: strerror" — the one line that callers log or show.

@@ -54,9 +54,9 @@ struct AgentEntry {
 
 // The static part: applied by a cold build, changed rarely.
 struct FilterSettings {
-  std::string tunnel_ifname;             // e.g. "portcullis0"
-  IpAddress gateway_address;             // the gateway's tunnel address, e.g. 10.255.0.1
-  IpPrefix agent_pool;                   // e.g. 10.255.0.0/16
+  std::string tunnel_ifname;                // e.g. "portcullis0"
+  IpAddress gateway_address;                // the gateway's tunnel address, e.g. 10.255.0.1
+  IpPrefix agent_pool;                      // e.g. 10.255.0.0/16
   std::vector<IpPrefix> operator_networks;  // sources that may be forwarded to agents
 };
 

@@ -26,8 +26,8 @@ TEST(DiffContents, AddsAndRemovesOnlyWhatDiffers) {
 }
 
 TEST(DiffContents, EqualSetsInAnyOrderGiveEmptyDelta) {
-  FilterContents a{{}, {{ip("10.255.0.2"), Protocol::kTcp, 1, "x"},
-                        {ip("10.255.0.2"), Protocol::kUdp, 1, "x"}}};
+  FilterContents a{
+      {}, {{ip("10.255.0.2"), Protocol::kTcp, 1, "x"}, {ip("10.255.0.2"), Protocol::kUdp, 1, "x"}}};
   FilterContents b{{}, {a.allowed[1], a.allowed[0], a.allowed[0]}};
   EXPECT_TRUE(diff_contents(a, b).empty());
 }

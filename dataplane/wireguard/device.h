@@ -75,9 +75,7 @@ struct DeviceDelta {
   std::optional<std::uint32_t> fwmark;
   std::vector<PeerChange> peers;
 
-  bool empty() const {
-    return !private_key && !listen_port && !fwmark && peers.empty();
-  }
+  bool empty() const { return !private_key && !listen_port && !fwmark && peers.empty(); }
 };
 
 class WireguardDevice {

@@ -64,8 +64,7 @@ std::vector<IpPrefix> normalize_allowed_ips(const std::vector<IpPrefix>& ips) {
 
 DeviceDelta diff_device(const DeviceConfig& want, const DeviceState& have) {
   DeviceDelta d;
-  if (want.private_key &&
-      (!have.private_key || !want.private_key->equals(*have.private_key))) {
+  if (want.private_key && (!have.private_key || !want.private_key->equals(*have.private_key))) {
     d.private_key = want.private_key;
   }
   if (want.listen_port && *want.listen_port != have.listen_port) d.listen_port = want.listen_port;
