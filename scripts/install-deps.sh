@@ -9,7 +9,7 @@ build_pkgs=(
   clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev linux-libc-dev
   libmnl-dev libnftnl-dev libnetfilter-conntrack-dev libsodium-dev libexpected-dev
   libsqlite3-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libssl-dev
-  libcurl4-openssl-dev libsystemd-dev
+  libcurl4-openssl-dev libsystemd-dev dpkg-dev
 )
 run_pkgs=(wireguard-go wireguard-tools nftables iproute2)
 test_pkgs=(
@@ -40,3 +40,6 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: all ${#pkgs[@]} packages present"
 fi
+
+# CivetWeb for OpenSSL 3, from Debian's source package (cached; see the script for why).
+"$(dirname "$0")/build-civetweb.sh"
