@@ -337,17 +337,21 @@ Status BpfFilter::attach(const std::string& ifname) {
                                        " to interface " + quote(ifname)));
     }
   }
+  return {};
+}
 
+// The programs' pins are for bpftool and for looking; after a restart the new programs
+// replace them (what enforces is the tc filter, which holds its own reference).
+Status BpfFilter::pin_programs() {
   const std::string dir = pin_dir();
-  if (!dir.empty()) {
-    for (bpf_program* prog : {skel_->obj->progs.pcl_tc_egress, skel_->obj->progs.pcl_tc_ingress}) {
-      std::string path = dir + "/" + bpf_program__name(prog);
-      if (::unlink(path.c_str()) < 0 && errno != ENOENT) {
-        return fail_errno(errno, "remove old program pin " + quote(path));
-      }
-      if (int e = bpf_program__pin(prog, path.c_str()); e < 0) {
-        return fail(libbpf_error(-e, "pin BPF program at " + quote(path)));
-      }
+  if (dir.empty()) return {};
+  for (bpf_program* prog : {skel_->obj->progs.pcl_tc_egress, skel_->obj->progs.pcl_tc_ingress}) {
+    std::string path = dir + "/" + bpf_program__name(prog);
+    if (::unlink(path.c_str()) < 0 && errno != ENOENT) {
+      return fail_errno(errno, "remove old program pin " + quote(path));
+    }
+    if (int e = bpf_program__pin(prog, path.c_str()); e < 0) {
+      return fail(libbpf_error(-e, "pin BPF program at " + quote(path)));
     }
   }
   return {};
@@ -414,6 +418,9 @@ Status BpfFilter::build(const filter::FilterSettings& settings,
     notices_.clear();
     if (auto loaded = load(settings.tunnel_ifname); !loaded) {
       return fail(std::move(loaded.error()).wrap("build BPF filter"));
+    }
+    if (auto pinned = pin_programs(); !pinned) {
+      return fail(std::move(pinned.error()).wrap("build BPF filter"));
     }
   }
   if (options_.attach) {

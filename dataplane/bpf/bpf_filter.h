@@ -96,6 +96,7 @@ class BpfFilter final : public filter::PacketFilter {
  private:
   Status load(const std::string& ifname);
   Status attach(const std::string& ifname);
+  Status pin_programs();
   Status set_sources(const filter::FilterSettings& settings);
   Status cut_flows(const std::vector<filter::AllowEntry>& removed);
   std::string pin_dir() const;

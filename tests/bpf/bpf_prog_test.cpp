@@ -13,8 +13,12 @@
 #include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -507,6 +511,98 @@ TEST_F(BpfProgTest, RejectsIpv6Agents) {
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().errno_value(), EINVAL);
   EXPECT_NE(s.error().context().find("fd00::7"), std::string::npos) << s.error().message();
+}
+
+// --- Pins: a private bpffs mounted for the test, so the host's /sys/fs/bpf is never touched. ---
+
+class BpfPinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "mounting bpffs needs root";
+    char dir[] = "/tmp/pcl-bpffs-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    mount_point_ = dir;
+    ASSERT_EQ(::mount("bpf", dir, "bpf", 0, nullptr), 0) << std::strerror(errno);
+    mounted_ = true;
+  }
+  // Unmounting drops every pin the test left, even after a failure.
+  void TearDown() override {
+    if (mounted_) ::umount2(mount_point_.c_str(), MNT_DETACH);
+    if (!mount_point_.empty()) ::rmdir(mount_point_.c_str());
+  }
+
+  BpfFilterOptions options() const {
+    return BpfFilterOptions{
+        .pin_root = mount_point_ + "/portcullis", .attach = false, .l2_header_len = 14};
+  }
+  std::string pin(const char* name) const { return mount_point_ + "/portcullis/pcl-test/" + name; }
+
+  std::string mount_point_;
+  bool mounted_ = false;
+};
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+TEST_F(BpfPinTest, RestartReusesPinnedMapsAndRemoveDeletesPins) {
+  {
+    BpfFilter first(options());
+    auto built = first.build(settings(), contents());
+    ASSERT_TRUE(built) << built.error().message();
+    for (const char* name : {"pcl_agent_ports", "pcl_agents", "pcl_sources", "pcl_flows",
+                             "pcl_counters", "pcl_tc_egress", "pcl_tc_ingress"}) {
+      EXPECT_TRUE(exists(pin(name))) << name;
+    }
+    // A live flow and a counter, to be found again after the "restart".
+    Packet p = tcp(kOperator, kEphemeral, kAgentA, 5985);
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = p.bytes.data(),
+                .data_size_in = static_cast<std::uint32_t>(p.bytes.size()));
+    ASSERT_EQ(bpf_prog_test_run_opts(first.egress_prog_fd(), &opts), 0);
+    ASSERT_EQ(opts.retval, static_cast<std::uint32_t>(TC_ACT_OK));
+  }  // the daemon exits; pins stay
+
+  BpfFilter second(options());
+  auto loaded = second.build(settings(), contents());
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_EQ(*second.flow_count(), 1u) << "pcl_flows must be the pinned map, not a fresh one";
+  auto counters = second.read_counters();
+  ASSERT_TRUE(counters);
+  ASSERT_EQ(counters->size(), 1u);
+  EXPECT_EQ(counters->front().device, "agent-a");
+  EXPECT_EQ(counters->front().port, 5985);
+  for (const auto& n : second.notices()) EXPECT_NE(n.find("re-used"), std::string::npos) << n;
+
+  ASSERT_TRUE(second.remove());
+  EXPECT_FALSE(exists(mount_point_ + "/portcullis/pcl-test"));
+}
+
+TEST_F(BpfPinTest, ForeignPinIsReplacedWithANotice) {
+  ASSERT_EQ(::mkdir((mount_point_ + "/portcullis").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((mount_point_ + "/portcullis/pcl-test").c_str(), 0700), 0);
+  // Same name, wrong shape: an array of 4-byte values.
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "pcl_flows", 4, 4, 8, nullptr);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(bpf_obj_pin(fd, pin("pcl_flows").c_str()), 0);
+  ::close(fd);
+
+  BpfFilter f(options());
+  auto built = f.build(settings(), contents());
+  ASSERT_TRUE(built) << built.error().message();
+  bool replaced = false;
+  for (const auto& n : f.notices()) {
+    if (n.find("replaced stale or foreign BPF pin") != std::string::npos &&
+        n.find("pcl_flows") != std::string::npos) {
+      replaced = true;
+    }
+  }
+  EXPECT_TRUE(replaced) << "no notice about the foreign pcl_flows pin";
+  int pinned = bpf_obj_get(pin("pcl_flows").c_str());
+  ASSERT_GE(pinned, 0);
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  ASSERT_EQ(bpf_obj_get_info_by_fd(pinned, &info, &len), 0);
+  ::close(pinned);
+  EXPECT_EQ(info.type, BPF_MAP_TYPE_LRU_HASH);
+  EXPECT_TRUE(f.remove());
 }
 
 }  // namespace
