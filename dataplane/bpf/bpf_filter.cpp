@@ -93,6 +93,20 @@ int keep_libbpf_message(enum libbpf_print_level level, const char* format, va_li
   return 0;
 }
 
+// Routes libbpf's messages into libbpf_messages() while alive (libbpf's default prints them).
+class LibbpfMessageCapture {
+ public:
+  LibbpfMessageCapture() : previous_(libbpf_set_print(keep_libbpf_message)) {
+    libbpf_messages().clear();
+  }
+  ~LibbpfMessageCapture() { libbpf_set_print(previous_); }
+  LibbpfMessageCapture(const LibbpfMessageCapture&) = delete;
+  LibbpfMessageCapture& operator=(const LibbpfMessageCapture&) = delete;
+
+ private:
+  libbpf_print_fn_t previous_;
+};
+
 Error libbpf_error(int err, const std::string& context) {
   std::string text = context;
   auto& messages = libbpf_messages();
@@ -239,11 +253,7 @@ Status BpfFilter::load(const std::string& ifname) {
     l2_len = *detected;
   }
 
-  struct PrintCapture {
-    libbpf_print_fn_t previous = libbpf_set_print(keep_libbpf_message);
-    ~PrintCapture() { libbpf_set_print(previous); }
-  } capture;
-  libbpf_messages().clear();
+  LibbpfMessageCapture capture;
 
   auto skel = std::make_unique<Skeleton>();
   skel->obj = portcullis_filter_bpf__open();
@@ -303,6 +313,7 @@ Status BpfFilter::load(const std::string& ifname) {
 }
 
 Status BpfFilter::attach(const std::string& ifname) {
+  LibbpfMessageCapture capture;
   ifindex_ = static_cast<int>(::if_nametoindex(ifname.c_str()));
   if (ifindex_ == 0) return fail_errno(errno, "find tunnel interface " + quote(ifname));
 
@@ -640,6 +651,7 @@ Result<std::vector<PortCounters>> BpfFilter::read_counters() {
 
 Status BpfFilter::remove() {
   if (!skel_) return {};
+  LibbpfMessageCapture capture;
   Status result;
   auto keep_first_error = [&](Error e) {
     if (result) result = fail(std::move(e));

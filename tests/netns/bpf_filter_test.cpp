@@ -1,0 +1,366 @@
+// The eBPF filter alone (no nftables) on a wireguard-go TUN interface, with real traffic.
+//
+//      pcl-op-<pid>  10.9.0.2/24, default via 10.9.0.1
+//            | vo (veth)
+//      pcl-gw-<pid>  vg 10.9.0.1/24, forwarding on; listens on tcp/2222
+//            wg pclb<pid> 10.255.0.1/16 (wireguard-go), UDP 30000, BpfFilter on it
+//       vg1 10.0.1.1/24               vg2 10.0.2.1/24       (veth underlay)
+//            |                             |
+//       pcl-a1-<pid> va 10.0.1.2/24   pcl-a2-<pid> va 10.0.2.2/24
+//       wg pclb1<pid> 10.255.0.2/32   wg pclb2<pid> 10.255.0.3/32
+//       routes 10.255.0.0/16 and 10.9.0.0/24 into the tunnel
+//       each agent listens (socat echo) on tcp/5985, tcp/5986, tcp/22, udp/3478, udp/53
+//
+// Policy: agent 1 allows tcp/5985, tcp/5986, udp/3478; agent 2 allows tcp/5985.
+// Topology setup uses ip/wg/wireguard-go/socat (tests may); the filter is BpfFilter only.
+// Pins go to a bpffs mounted for the test; tc hooks, pins, namespaces and wireguard-go are
+// removed even when an assertion fails.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/base/unique_fd.h"
+#include "dataplane/bpf/bpf_filter.h"
+#include "tests/support/netns.h"
+
+namespace portcullis::bpf {
+namespace {
+
+using filter::AllowEntry;
+using filter::Protocol;
+using portcullis::testing::add_veth;
+using portcullis::testing::NetnsGuard;
+using portcullis::testing::RunResult;
+using portcullis::testing::TestNetns;
+
+// Our tc filter as `tc filter show` prints it (kTcHandle in bpf_filter.cpp).
+constexpr const char* kTcHandleText = "handle 0x70636c";
+
+IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
+
+std::string agent_ip(int n) { return "10.255.0." + std::to_string(n + 1); }
+
+// Removes the filter (tc hooks and pins) and unmounts the test's bpffs, whatever happened.
+struct BpfCleanup {
+  BpfFilter* filter = nullptr;
+  const TestNetns* gw = nullptr;
+  std::string mount_point;
+  ~BpfCleanup() {
+    if (filter && gw) {
+      NetnsGuard in(*gw);
+      (void)filter->remove();
+    }
+    if (!mount_point.empty()) {
+      ::umount2(mount_point.c_str(), MNT_DETACH);
+      ::rmdir(mount_point.c_str());
+    }
+  }
+};
+
+class BpfFilterNetnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, tc, bpffs)";
+    pid_ = std::to_string(::getpid());
+    gw_ = std::make_unique<TestNetns>("gw");
+    op_ = std::make_unique<TestNetns>("op");
+    ASSERT_TRUE(gw_->ok() && op_->ok());
+    for (int i = 1; i <= 2; ++i) {
+      agents_.push_back(std::make_unique<TestNetns>("a" + std::to_string(i)));
+      ASSERT_TRUE(agents_.back()->ok());
+    }
+    gw_if_ = "pclb" + pid_;
+
+    ASSERT_TRUE(add_veth(*gw_, "vg", *op_, "vo"));
+    sh(*gw_, "ip addr add 10.9.0.1/24 dev vg && sysctl -qw net.ipv4.ip_forward=1");
+    sh(*op_, "ip addr add 10.9.0.2/24 dev vo && ip route add default via 10.9.0.1");
+
+    std::vector<std::string> keys;
+    for (int i = 1; i <= 2; ++i) {
+      keys.push_back(run_ok("wg genkey"));
+    }
+    std::string gw_key = run_ok("wg genkey");
+    std::string gw_pub = run_ok("echo " + gw_key + " | wg pubkey");
+
+    sh(*gw_, "wireguard-go " + gw_if_ + " && echo " + gw_key + " > /tmp/" + gw_if_ +
+                 ".key && wg set " + gw_if_ + " listen-port 30000 private-key /tmp/" + gw_if_ +
+                 ".key && rm /tmp/" + gw_if_ + ".key && ip addr add 10.255.0.1/16 dev " + gw_if_ +
+                 " && ip link set " + gw_if_ + " up");
+    sh(*gw_, "socat TCP-LISTEN:2222,reuseaddr,fork EXEC:cat >/dev/null 2>&1 &");
+    for (int i = 1; i <= 2; ++i) {
+      std::string n = std::to_string(i);
+      TestNetns& a = *agents_[i - 1];
+      std::string ifname = "pclb" + n + pid_;
+      agent_ifs_.push_back(ifname);
+      ASSERT_TRUE(add_veth(*gw_, "vg" + n, a, "va"));
+      sh(*gw_, "ip addr add 10.0." + n + ".1/24 dev vg" + n);
+      sh(a, "ip addr add 10.0." + n + ".2/24 dev va");
+      std::string pub = run_ok("echo " + keys[i - 1] + " | wg pubkey");
+      // The gateway knows the agent before the agent's first handshake (else a 5 s retry).
+      sh(*gw_, "wg set " + gw_if_ + " peer " + pub + " allowed-ips " + agent_ip(i) + "/32");
+      sh(a, "wireguard-go " + ifname + " && echo " + keys[i - 1] + " > /tmp/" + ifname +
+                ".key && wg set " + ifname + " private-key /tmp/" + ifname + ".key peer " + gw_pub +
+                " endpoint 10.0." + n + ".1:30000 allowed-ips 10.255.0.0/16,10.9.0.0/24" +
+                " persistent-keepalive 1 && rm /tmp/" + ifname + ".key && ip addr add " +
+                agent_ip(i) + "/32 dev " + ifname + " && ip link set " + ifname +
+                " up && ip route add 10.255.0.0/16 dev " + ifname +
+                " && ip route add 10.9.0.0/24 dev " + ifname);
+      for (int port : {5985, 5986, 22}) {
+        sh(a, "socat TCP-LISTEN:" + std::to_string(port) +
+                  ",reuseaddr,fork EXEC:cat >/dev/null 2>&1 &");
+      }
+      for (int port : {3478, 53}) {
+        sh(a, "socat UDP-LISTEN:" + std::to_string(port) +
+                  ",reuseaddr,fork EXEC:cat >/dev/null 2>&1 &");
+      }
+    }
+
+    char dir[] = "/tmp/pcl-bpffs-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    cleanup_.mount_point = dir;
+    ASSERT_EQ(::mount("bpf", dir, "bpf", 0, nullptr), 0) << std::strerror(errno);
+    BpfFilterOptions options;
+    options.pin_root = std::string(dir) + "/portcullis";
+    filter_ = std::make_unique<BpfFilter>(options);
+    cleanup_.filter = filter_.get();
+    cleanup_.gw = gw_.get();
+
+    // Handshakes before the filter goes on (WireGuard's own UDP runs on the veths, unfiltered).
+    for (auto& a : agents_) {
+      sh(*a,
+         "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 1 10.255.0.1 >/dev/null && exit 0; "
+         "done; exit 1");
+    }
+    build({{1, Protocol::kTcp, 5985},
+           {1, Protocol::kTcp, 5986},
+           {1, Protocol::kUdp, 3478},
+           {2, Protocol::kTcp, 5985}});
+  }
+
+  void TearDown() override {
+    // Filter first (needs the gateway namespace), then the namespaces (kills wireguard-go).
+    if (filter_) {
+      NetnsGuard in(*gw_);
+      auto removed = filter_->remove();
+      EXPECT_TRUE(removed) << removed.error().message();
+      auto tc = gw_->run("tc filter show dev " + gw_if_ + " egress");
+      EXPECT_EQ(tc.out.find(kTcHandleText), std::string::npos) << tc.out;
+    }
+    cleanup_.filter = nullptr;
+    for (auto& ifname : agent_ifs_) ::unlink(("/var/run/wireguard/" + ifname + ".sock").c_str());
+    ::unlink(("/var/run/wireguard/" + gw_if_ + ".sock").c_str());
+  }
+
+  void sh(const TestNetns& ns, const std::string& command) {
+    RunResult r = ns.run(command);
+    ASSERT_TRUE(r.ok()) << ns.name() << ": " << command;
+  }
+  std::string run_ok(const std::string& command) {
+    RunResult r = portcullis::testing::run(command);
+    EXPECT_TRUE(r.ok()) << command;
+    while (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+    return r.out;
+  }
+
+  struct Allow {
+    int agent;
+    Protocol protocol;
+    std::uint16_t port;
+  };
+  static AllowEntry entry(const Allow& a) {
+    return {ip(agent_ip(a.agent)), a.protocol, a.port, "agent-" + std::to_string(a.agent)};
+  }
+
+  void build(const std::vector<Allow>& allowed) {
+    filter::FilterSettings s;
+    s.tunnel_ifname = gw_if_;
+    s.gateway_address = ip("10.255.0.1");
+    s.agent_pool = *IpPrefix::parse("10.255.0.0/16");
+    s.operator_networks = {*IpPrefix::parse("10.9.0.0/24")};
+    filter::FilterContents c;
+    for (int i = 1; i <= 2; ++i)
+      c.agents.push_back({ip(agent_ip(i)), "agent-" + std::to_string(i)});
+    for (const auto& a : allowed) c.allowed.push_back(entry(a));
+    std::sort(c.allowed.begin(), c.allowed.end());
+    NetnsGuard in(*gw_);
+    auto built = filter_->build(s, c);
+    ASSERT_TRUE(built) << built.error().message();
+  }
+
+  void apply(const filter::FilterDelta& d) {
+    NetnsGuard in(*gw_);
+    auto applied = filter_->apply(d);
+    ASSERT_TRUE(applied) << applied.error().message();
+  }
+
+  // A TCP exchange (connect, send, echo back) from `from` to addr:port within 2 s.
+  static bool tcp_ok(const TestNetns& from, const std::string& addr, int port) {
+    return from
+        .run("echo hello | timeout 3 socat -T2 - TCP:" + addr + ":" + std::to_string(port) +
+             ",connect-timeout=2 | grep -q hello")
+        .ok();
+  }
+  static bool udp_ok(const TestNetns& from, const std::string& addr, int port) {
+    return from
+        .run("echo hello | timeout 3 socat -T2 - UDP:" + addr + ":" + std::to_string(port) +
+             " | grep -q hello")
+        .ok();
+  }
+
+  std::uint64_t packets(const std::string& agent, std::uint8_t proto, std::uint16_t port,
+                        Direction dir, VerdictReason reason) {
+    auto rows = filter_->read_counters();
+    EXPECT_TRUE(rows) << rows.error().message();
+    std::uint64_t n = 0;
+    if (!rows) return 0;
+    for (const auto& r : *rows) {
+      if (r.agent == ip(agent) && r.protocol == proto && r.port == port && r.direction == dir &&
+          r.reason == reason) {
+        n += r.packets;
+      }
+    }
+    return n;
+  }
+
+  std::string pid_;
+  std::string gw_if_;
+  std::vector<std::string> agent_ifs_;
+  std::unique_ptr<TestNetns> gw_, op_;
+  std::vector<std::unique_ptr<TestNetns>> agents_;
+  // Declared after the namespaces: destroyed before them, cleanup_ before filter_.
+  std::unique_ptr<BpfFilter> filter_;
+  BpfCleanup cleanup_;
+};
+
+TEST_F(BpfFilterNetnsTest, EnforcesThePolicyAlone) {
+  const TestNetns& a1 = *agents_[0];
+  const TestNetns& a2 = *agents_[1];
+  const std::string ip1 = agent_ip(1), ip2 = agent_ip(2);
+
+  // Operator and gateway -> allowed ports.
+  EXPECT_TRUE(tcp_ok(*op_, ip1, 5985));
+  EXPECT_TRUE(tcp_ok(*gw_, ip1, 5985));
+  EXPECT_TRUE(udp_ok(*op_, ip1, 3478));
+  EXPECT_TRUE(tcp_ok(*op_, ip2, 5985));
+  // Non-allowed ports.
+  EXPECT_FALSE(tcp_ok(*op_, ip1, 22));
+  EXPECT_FALSE(udp_ok(*op_, ip1, 53));
+  EXPECT_FALSE(tcp_ok(*op_, ip2, 5986));
+  // Agent -> agent, agent -> gateway, agent -> operator: new connections fail.
+  EXPECT_FALSE(tcp_ok(a1, ip2, 5985));
+  EXPECT_FALSE(tcp_ok(a2, ip1, 5985));
+  EXPECT_FALSE(tcp_ok(a1, "10.255.0.1", 2222));
+  EXPECT_FALSE(tcp_ok(a1, "10.9.0.1", 2222));
+
+  // Counters: exactly the device and port involved.
+  constexpr std::uint8_t tcp = IPPROTO_TCP;
+  NetnsGuard in(*gw_);
+  EXPECT_GT(packets(ip1, tcp, 5985, Direction::kToAgent, VerdictReason::kAllowed), 0u);
+  EXPECT_GT(packets(ip1, tcp, 5985, Direction::kFromAgent, VerdictReason::kAllowed), 0u);
+  EXPECT_GT(packets(ip1, tcp, 22, Direction::kToAgent, VerdictReason::kPortNotAllowed), 0u);
+  EXPECT_EQ(packets(ip2, tcp, 22, Direction::kToAgent, VerdictReason::kPortNotAllowed), 0u);
+  EXPECT_GT(packets(ip2, tcp, 5986, Direction::kToAgent, VerdictReason::kPortNotAllowed), 0u);
+  EXPECT_GT(packets(ip1, tcp, 5985, Direction::kFromAgent, VerdictReason::kAgentToAgent), 0u);
+  EXPECT_GT(packets(ip1, tcp, 2222, Direction::kFromAgent, VerdictReason::kAgentInitiated), 0u);
+  auto rows = filter_->read_counters();
+  ASSERT_TRUE(rows);
+  for (const auto& r : *rows) {
+    if (r.agent.is_v4()) {
+      EXPECT_EQ(r.device, r.agent == ip(ip1) ? "agent-1" : "agent-2") << r.agent;
+    }
+  }
+}
+
+TEST_F(BpfFilterNetnsTest, AddingOpensRemovingClosesAndCutsWithinOneSecond) {
+  const std::string ip1 = agent_ip(1);
+  EXPECT_FALSE(tcp_ok(*op_, ip1, 22));
+  filter::FilterDelta add;
+  add.add_allowed = {entry({1, Protocol::kTcp, 22})};
+  apply(add);
+  EXPECT_TRUE(tcp_ok(*op_, ip1, 22));
+
+  // An established connection from the operator to 5986 (echo).
+  UniqueFd sock;
+  {
+    NetnsGuard in(*op_);
+    ASSERT_TRUE(in.ok());
+    sock = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  }
+  ASSERT_TRUE(sock);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(5986);
+  inet_pton(AF_INET, ip1.c_str(), &to.sin_addr);
+  ASSERT_EQ(::connect(sock.get(), reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0)
+      << std::strerror(errno);
+  auto echo_within = [&](std::chrono::milliseconds limit) {
+    if (::send(sock.get(), "x", 1, MSG_NOSIGNAL) != 1) return false;
+    pollfd p{sock.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) != 1) return false;
+    char c;
+    return ::recv(sock.get(), &c, 1, 0) == 1 && c == 'x';
+  };
+  ASSERT_TRUE(echo_within(std::chrono::milliseconds(2000)));
+
+  filter::FilterDelta remove;
+  remove.remove_allowed = {entry({1, Protocol::kTcp, 5986}), entry({1, Protocol::kTcp, 22})};
+  auto start = std::chrono::steady_clock::now();
+  apply(remove);
+  EXPECT_FALSE(echo_within(std::chrono::milliseconds(1000)))
+      << "established connection to 5986 still passes after its port was removed";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_FALSE(tcp_ok(*op_, ip1, 22));
+  {
+    NetnsGuard in(*gw_);
+    EXPECT_GT(packets(ip1, IPPROTO_TCP, 5986, Direction::kToAgent, VerdictReason::kPortNotAllowed),
+              0u);
+  }
+  // Other entries are untouched.
+  EXPECT_TRUE(tcp_ok(*op_, ip1, 5985));
+}
+
+TEST_F(BpfFilterNetnsTest, RestartReusesPinsWithoutAGap) {
+  const std::string ip1 = agent_ip(1);
+  EXPECT_TRUE(tcp_ok(*op_, ip1, 5985));
+  // A second filter object, as after a daemon restart: same pins, programs replaced in place.
+  std::string pin_root = cleanup_.mount_point + "/portcullis";
+  BpfFilterOptions options;
+  options.pin_root = pin_root;
+  BpfFilter restarted(options);
+  {
+    filter::FilterSettings s;
+    s.tunnel_ifname = gw_if_;
+    s.gateway_address = ip("10.255.0.1");
+    s.operator_networks = {*IpPrefix::parse("10.9.0.0/24")};
+    NetnsGuard in(*gw_);
+    auto have = filter_->read();
+    ASSERT_TRUE(have);
+    auto built = restarted.build(s, *have);
+    ASSERT_TRUE(built) << built.error().message();
+    EXPECT_FALSE(restarted.notices().empty());
+    for (const auto& n : restarted.notices()) EXPECT_NE(n.find("re-used"), std::string::npos) << n;
+    auto tc = gw_->run("tc filter show dev " + gw_if_ + " egress | grep -c '" +
+                       std::string(kTcHandleText) + "'");
+    EXPECT_EQ(tc.out, "1\n") << "exactly one egress filter after the restart";
+  }
+  EXPECT_TRUE(tcp_ok(*op_, ip1, 5985));
+  EXPECT_FALSE(tcp_ok(*op_, ip1, 22));
+}
+
+}  // namespace
+}  // namespace portcullis::bpf
