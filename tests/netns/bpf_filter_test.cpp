@@ -1,4 +1,5 @@
-// The eBPF filter alone (no nftables) on a wireguard-go TUN interface, with real traffic.
+// The eBPF filter alone (no nftables) on a wireguard-go TUN interface (or kernel WireGuard in
+// the VM), with real traffic.
 //
 //      pcl-op-<pid>  10.9.0.2/24, default via 10.9.0.1
 //            | vo (veth)
@@ -26,6 +27,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -50,6 +52,13 @@ using portcullis::testing::TestNetns;
 
 // Our tc filter as `tc filter show` prints it (kTcHandle in bpf_filter.cpp).
 constexpr const char* kTcHandleText = "handle 0x70636c";
+
+// PORTCULLIS_WG_BACKEND=kernel (in the VM): kernel WireGuard instead of wireguard-go's TUN.
+std::string create_wg(const std::string& ifname) {
+  const char* b = std::getenv("PORTCULLIS_WG_BACKEND");
+  if (b && std::string(b) == "kernel") return "ip link add " + ifname + " type wireguard";
+  return "wireguard-go " + ifname;
+}
 
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
 
@@ -97,10 +106,10 @@ class BpfFilterNetnsTest : public ::testing::Test {
     std::string gw_key = run_ok("wg genkey");
     std::string gw_pub = run_ok("echo " + gw_key + " | wg pubkey");
 
-    sh(*gw_, "wireguard-go " + gw_if_ + " && echo " + gw_key + " > /tmp/" + gw_if_ +
-                 ".key && wg set " + gw_if_ + " listen-port 30000 private-key /tmp/" + gw_if_ +
-                 ".key && rm /tmp/" + gw_if_ + ".key && ip addr add 10.255.0.1/16 dev " + gw_if_ +
-                 " && ip link set " + gw_if_ + " up");
+    sh(*gw_, create_wg(gw_if_) + " && echo " + gw_key + " > /tmp/" + gw_if_ + ".key && wg set " +
+                 gw_if_ + " listen-port 30000 private-key /tmp/" + gw_if_ + ".key && rm /tmp/" +
+                 gw_if_ + ".key && ip addr add 10.255.0.1/16 dev " + gw_if_ + " && ip link set " +
+                 gw_if_ + " up");
     sh(*gw_, "socat TCP-LISTEN:2222,reuseaddr,fork EXEC:cat >/dev/null 2>&1 &");
     for (int i = 1; i <= 2; ++i) {
       std::string n = std::to_string(i);
@@ -113,7 +122,7 @@ class BpfFilterNetnsTest : public ::testing::Test {
       std::string pub = run_ok("echo " + keys[i - 1] + " | wg pubkey");
       // The gateway knows the agent before the agent's first handshake (else a 5 s retry).
       sh(*gw_, "wg set " + gw_if_ + " peer " + pub + " allowed-ips " + agent_ip(i) + "/32");
-      sh(a, "wireguard-go " + ifname + " && echo " + keys[i - 1] + " > /tmp/" + ifname +
+      sh(a, create_wg(ifname) + " && echo " + keys[i - 1] + " > /tmp/" + ifname +
                 ".key && wg set " + ifname + " private-key /tmp/" + ifname + ".key peer " + gw_pub +
                 " endpoint 10.0." + n + ".1:30000 allowed-ips 10.255.0.0/16,10.9.0.0/24" +
                 " persistent-keepalive 1 && rm /tmp/" + ifname + ".key && ip addr add " +
