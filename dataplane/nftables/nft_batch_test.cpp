@@ -1,11 +1,14 @@
 #include "dataplane/nftables/nft_batch.h"
 
+// glibc's netinet/in.h must come before linux/netfilter.h (which pulls linux/in.h).
+#include <netinet/in.h>
+
+#include <linux/netfilter.h>
+
 #include <gtest/gtest.h>
 #include <libmnl/libmnl.h>
-#include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
-#include <netinet/in.h>
 
 #include <vector>
 

@@ -26,8 +26,9 @@
 // - The table is ours alone: a cold build replaces only `inet portcullis`, nothing is flushed.
 
 // glibc's netinet/in.h must come before linux/netfilter.h (which pulls linux/in.h).
-#include <linux/netfilter.h>
 #include <netinet/in.h>
+
+#include <linux/netfilter.h>
 
 #include <cstdint>
 #include <string>

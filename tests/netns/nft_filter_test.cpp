@@ -226,7 +226,11 @@ class NftFilterTest : public ::testing::Test {
 
     // Creates a WireGuard interface: the kernel module if present, else wireguard-go.
     bool create_wg(const TestNetns& ns, const std::string& ifname) {
-      if (ns.run("ip link add " + ifname + " type wireguard 2>/dev/null").ok()) return true;
+      if (ns.run("ip link add " + ifname + " type wireguard 2>/dev/null").ok()) {
+        std::printf("%s: kernel WireGuard\n", ifname.c_str());
+        return true;
+      }
+      std::printf("%s: wireguard-go\n", ifname.c_str());
       wg_sockets.push_back("/var/run/wireguard/" + ifname + ".sock");
       return ns.run("wireguard-go " + ifname + " >/dev/null 2>&1").ok();
     }
