@@ -53,7 +53,7 @@ constexpr std::string_view kCapturedReply =
     "errno=0\n"
     "\n";
 
-// A peer after a handshake and some traffic (same layout, values from a later capture).
+// A peer after a handshake and some traffic: the captured layout with non-zero values.
 std::string peer_with_traffic(std::uint8_t n) {
   return "public_key=" + hex(n) +
          "\n"
