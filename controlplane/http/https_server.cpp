@@ -288,11 +288,17 @@ HttpsServer::~HttpsServer() = default;
 Result<std::unique_ptr<HttpsServer>> HttpsServer::start(HttpsServerConfig config,
                                                         std::vector<Route> routes) {
   const std::string where = host_for_url(config.address) + ":" + std::to_string(config.port);
+  // mg_check_feature() only says TLS was compiled in. mg_init_library() also says whether it
+  // came up: Debian's libcivetweb1 (OpenSSL 1.1 API, libssl loaded at run time) reports TLS as
+  // compiled in, fails to load it against OpenSSL 3, and still starts; the first TLS connection
+  // then crashes the process. Only its return value tells.
   static std::once_flag init_once;
-  std::call_once(init_once, [] { mg_init_library(kFeatureTls); });
-  if (mg_check_feature(kFeatureTls) == 0) {
+  static unsigned initialised_features = 0;
+  std::call_once(init_once, [] { initialised_features = mg_init_library(kFeatureTls); });
+  if (mg_check_feature(kFeatureTls) == 0 || (initialised_features & kFeatureTls) == 0) {
     return fail_errno(ENOTSUP, "start HTTPS server on " + where +
-                                   ": this CivetWeb build has no TLS; rebuild it with "
+                                   ": TLS did not initialise in CivetWeb (a build without TLS, "
+                                   "or one for another OpenSSL API); build it with "
                                    "scripts/build-civetweb.sh (OpenSSL 3, NO_SSL_DL)");
   }
   if (config.max_body_bytes == 0 || config.worker_threads <= 0) {
