@@ -31,7 +31,7 @@ std::string hint(int err, const std::string& ifname) {
     case ENODEV:
       return " (interface '" + ifname + "' does not exist)";
     case EOPNOTSUPP:
-      return " ('" + ifname + "' is not a WireGuard interface)";
+      return " (is '" + ifname + "' a WireGuard interface?)";
     case EPERM:
       return " (needs CAP_NET_ADMIN)";
     default:
@@ -205,7 +205,10 @@ Result<DeviceState> KernelWireguardDevice::read() {
         &interrupted);
     if (!st) {
       if (st.error().errno_value() == EINTR) continue;
-      std::string h = hint(st.error().errno_value(), ifname_);
+      // A dump fails with EOPNOTSUPP only in its interface lookup.
+      std::string h = st.error().errno_value() == EOPNOTSUPP
+                          ? " ('" + ifname_ + "' is not a WireGuard interface)"
+                          : hint(st.error().errno_value(), ifname_);
       return fail(std::move(st.error()).wrap(what + h));
     }
     if (interrupted) continue;
@@ -253,7 +256,9 @@ Status KernelWireguardDevice::send_set_device(const DeviceDelta& delta,
                  " starting at peer '" + delta.peers[applied].public_key.short_name() + "…'";
       if (m.first_peer_continued) context += " (its first allowed IPs were applied)";
     }
-    context += hint(err, ifname_);
+    // EOPNOTSUPP names the interface as not WireGuard only when no earlier message went through
+    // (a refused peer flag gives it too).
+    if (err != EOPNOTSUPP || &m == &messages.front()) context += hint(err, ifname_);
     if (!st.error().context().empty()) context += " (" + st.error().context() + ")";
     return fail(Error(st.error().code(), context));
   }
