@@ -1,0 +1,94 @@
+#pragma once
+// Store over one SQLite connection (sqlite3 C API). Thread-safe: calls are serialized by a mutex,
+// which is what one SQLite connection needs anyway; each change is one BEGIN IMMEDIATE
+// transaction. Schema and migrations: sqlite_store.cpp (kMigrations).
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "controlplane/state/sqlite_db.h"
+#include "controlplane/state/store.h"
+
+namespace portcullis::state {
+
+struct SqliteOptions {
+  // NORMAL (the default): in WAL mode a commit is durable against a crash or kill -9 of the
+  // daemon (the WAL write reaches the kernel before COMMIT returns) and the database stays
+  // consistent after a power loss, which may roll back the last commits: no fsync per change, so
+  // an ensure storm is not bound by the disk. FULL adds an fsync of the WAL on every commit, for
+  // deployments where a change answered to an agent must survive power loss.
+  bool synchronous_full = false;
+  int busy_timeout_ms = 5000;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // The schema version this build writes (PRAGMA user_version after migrations).
+  static int schema_version();
+
+  static Result<std::unique_ptr<SqliteStore>> open(const std::string& path,
+                                                   const SqliteOptions& options = {});
+
+  // PRAGMA integrity_check plus foreign_key_check; EUCLEAN naming the first problem.
+  Status check_integrity();
+
+  Result<std::int64_t> generation() override;
+  Result<std::int64_t> applied_generation() override;
+  Status set_applied_generation(std::int64_t g) override;
+
+  Status add_enrollment_code(const std::string& code, Timestamp expires_at,
+                             const std::string& created_by) override;
+  Result<bool> consume_enrollment_code(const std::string& code, Timestamp now,
+                                       const std::string& enrollment_id) override;
+
+  Result<Enrollment> add_enrollment(const Enrollment& e) override;
+  Result<std::optional<Enrollment>> find_enrollment(const std::string& id) override;
+  Result<std::vector<Enrollment>> list_enrollments(std::optional<EnrollmentStatus> only) override;
+  Result<Device> approve_enrollment(const std::string& id, const std::string& by,
+                                    const std::vector<PortRule>& default_ports,
+                                    Timestamp now) override;
+  Status deny_enrollment(const std::string& id, const std::string& by, Timestamp now) override;
+
+  Result<std::optional<Device>> find_device(const std::string& id) override;
+  Result<std::vector<Device>> list_devices() override;
+  Result<IpAddress> ensure_device_address(const std::string& device_id, const IpPrefix& pool,
+                                          const IpAddress& gateway) override;
+  Status set_device_ports(const std::string& device_id,
+                          const std::vector<PortRule>& ports) override;
+  Status revoke_device(const std::string& device_id, Timestamp now) override;
+  Status record_heartbeat(const std::string& device_id, Timestamp now,
+                          const std::string& inventory_json) override;
+
+  Status add_refresh_token(const KeyBytes& token_hash, const RefreshToken& t) override;
+  Result<std::optional<RefreshToken>> find_refresh_token(const KeyBytes& token_hash) override;
+  Status mark_refresh_token_used(const KeyBytes& token_hash) override;
+  Status revoke_token_family(const std::string& family_id) override;
+
+  Status audit(const AuditEvent& e) override;
+  Result<std::vector<AuditEvent>> list_audit(std::int64_t after_id, int limit) override;
+
+ private:
+  explicit SqliteStore(Db db) : db_(std::move(db)) {}
+
+  Result<std::optional<Enrollment>> find_enrollment_locked(const std::string& id);
+  Result<std::optional<Device>> find_device_locked(const std::string& id);
+  Result<std::vector<PortRule>> device_ports_locked(const std::string& id, const std::string& what);
+  Result<std::int64_t> bump_generation_locked(const std::string& what);
+
+  std::mutex mu_;
+  Db db_;
+  // Address allocation hint: every host address of `hint_pool_` below `hint_next_` is taken (or
+  // is the network / gateway address). Valid because addresses are never freed: device rows are
+  // never deleted, and a revoked device keeps its address.
+  struct AddressHint {
+    std::uint32_t network = 0;
+    int cidr = -1;  // -1: no hint
+    std::uint32_t gateway = 0;
+    std::uint32_t next = 0;
+  };
+  AddressHint hint_;
+};
+
+}  // namespace portcullis::state

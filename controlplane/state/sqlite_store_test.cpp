@@ -1,0 +1,773 @@
+#include "controlplane/state/sqlite_store.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "controlplane/state/ids.h"
+
+namespace portcullis::state {
+namespace {
+
+using filter::Protocol;
+
+// A private directory under $TMPDIR, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "pcl-state-XXXXXX").string();
+    char* p = mkdtemp(tmpl.data());
+    if (p == nullptr) std::abort();
+    path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+Key test_key(std::uint8_t seed, std::uint8_t kind) {
+  KeyBytes b{};
+  b.fill(seed);
+  b[0] = kind;
+  b[31] = static_cast<std::uint8_t>(seed ^ 0x5a);
+  return Key(b);
+}
+
+Enrollment enrollment(std::uint8_t n) {
+  Enrollment e;
+  e.hostname = "host-" + std::to_string(n);
+  e.agent_key = test_key(n, 1);
+  e.wg_key = test_key(n, 2);
+  e.inventory_json = R"({"os":"windows"})";
+  e.source_address = "192.0.2.1";
+  e.created_at = 1000 + n;
+  return e;
+}
+
+// Sorted, as the store returns port lists.
+const std::vector<PortRule> kDefaultPorts = {
+    {Protocol::kTcp, 5985}, {Protocol::kTcp, 5986}, {Protocol::kUdp, 3478}};
+
+IpPrefix pool(const char* text) { return *IpPrefix::parse(text); }
+IpAddress ip(const char* text) { return *IpAddress::parse(text); }
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = SqliteStore::open(path_);
+    ASSERT_TRUE(s) << s.error().message();
+    store_ = std::move(*s);
+  }
+
+  void reopen() {
+    store_.reset();
+    auto s = SqliteStore::open(path_);
+    ASSERT_TRUE(s) << s.error().message();
+    store_ = std::move(*s);
+  }
+
+  // Enrolls and approves agent n; returns the device.
+  Device approved(std::uint8_t n) {
+    auto e = store_->add_enrollment(enrollment(n));
+    EXPECT_TRUE(e) << e.error().message();
+    auto d = store_->approve_enrollment(e->id, "operator:alice", kDefaultPorts, 2000);
+    EXPECT_TRUE(d) << d.error().message();
+    return *d;
+  }
+
+  std::int64_t gen() { return *store_->generation(); }
+
+  TempDir dir_;
+  std::string path_ = dir_.file("portcullis.db");
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(SqliteStoreTest, FreshDatabaseIsMigratedAndEmpty) {
+  EXPECT_EQ(gen(), 0);
+  EXPECT_EQ(*store_->applied_generation(), 0);
+  EXPECT_TRUE(store_->list_devices()->empty());
+  EXPECT_TRUE(store_->list_enrollments(std::nullopt)->empty());
+  EXPECT_TRUE(store_->check_integrity()) << store_->check_integrity().error().message();
+  EXPECT_GE(SqliteStore::schema_version(), 1);
+}
+
+TEST_F(SqliteStoreTest, FileIsPrivate) {
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // WAL and shared-memory files take the database file's mode.
+  approved(1);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    auto p = path_ + suffix;
+    ASSERT_EQ(::stat(p.c_str(), &st), 0) << p;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << p;
+  }
+}
+
+TEST_F(SqliteStoreTest, OpenViaStoreInterface) {
+  store_.reset();
+  auto s = Store::open(path_);
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(*(*s)->generation(), 0);
+}
+
+TEST_F(SqliteStoreTest, ReopenKeepsData) {
+  auto d = approved(1);
+  auto addr = store_->ensure_device_address(d.id, pool("10.255.0.0/16"), ip("10.255.0.1"));
+  ASSERT_TRUE(addr);
+  ASSERT_TRUE(store_->audit({0, 5, "operator:alice", "device.approve", d.id, "", "local"}));
+  ASSERT_TRUE(store_->set_applied_generation(gen()));
+  reopen();
+  auto again = store_->find_device(d.id);
+  ASSERT_TRUE(again && *again);
+  EXPECT_EQ((*again)->address, *addr);
+  EXPECT_EQ((*again)->ports, kDefaultPorts);
+  EXPECT_EQ(gen(), 2);
+  EXPECT_EQ(*store_->applied_generation(), 2);
+  EXPECT_EQ(store_->list_audit(0, 10)->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, NewerSchemaIsRefused) {
+  store_.reset();
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    SqlitePtr db(raw);
+    std::string sql = "PRAGMA user_version = " + std::to_string(SqliteStore::schema_version() + 1);
+    ASSERT_EQ(sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  auto s = SqliteStore::open(path_);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().errno_value(), ENOTSUP);
+  EXPECT_NE(s.error().message().find("newer than this portcullisd"), std::string::npos)
+      << s.error().message();
+}
+
+TEST_F(SqliteStoreTest, NotADatabaseIsRefused) {
+  store_.reset();
+  auto other = dir_.file("junk.db");
+  {
+    FILE* f = std::fopen(other.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("this is not an SQLite database, just text long enough to look like a header\n", f);
+    std::fclose(f);
+  }
+  auto s = SqliteStore::open(other);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().errno_value(), EUCLEAN) << s.error().message();
+}
+
+TEST_F(SqliteStoreTest, MissingDirectoryIsAnError) {
+  auto s = SqliteStore::open(dir_.file("no/such/dir/portcullis.db"));
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().errno_value(), ENOENT) << s.error().message();
+}
+
+TEST_F(SqliteStoreTest, AppliedGenerationRoundTrip) {
+  approved(1);
+  approved(2);
+  EXPECT_EQ(gen(), 2);
+  ASSERT_TRUE(store_->set_applied_generation(1));
+  EXPECT_EQ(*store_->applied_generation(), 1);
+  ASSERT_TRUE(store_->set_applied_generation(2));
+  EXPECT_EQ(*store_->applied_generation(), 2);
+  EXPECT_EQ(store_->set_applied_generation(3).error().errno_value(), EINVAL);
+  EXPECT_EQ(store_->set_applied_generation(-1).error().errno_value(), EINVAL);
+  EXPECT_EQ(gen(), 2) << "setting applied_generation is not a change";
+}
+
+// ---- enrollment codes ----
+
+TEST_F(SqliteStoreTest, EnrollmentCodeIsSingleUse) {
+  ASSERT_TRUE(store_->add_enrollment_code("ABCD-EFGH", 5000, "operator:alice"));
+  auto e1 = store_->add_enrollment(enrollment(1));
+  auto e2 = store_->add_enrollment(enrollment(2));
+  ASSERT_TRUE(e1 && e2);
+  EXPECT_EQ(store_->consume_enrollment_code("ABCD-EFGH", 4000, e1->id), true);
+  EXPECT_EQ(store_->consume_enrollment_code("ABCD-EFGH", 4000, e2->id), false);
+  EXPECT_EQ(store_->consume_enrollment_code("ABCD-EFGH", 4000, e1->id), false);
+  EXPECT_EQ(store_->consume_enrollment_code("WRONG", 4000, e2->id), false);
+  EXPECT_EQ(gen(), 0) << "codes are not desired kernel state";
+}
+
+TEST_F(SqliteStoreTest, EnrollmentCodeExpires) {
+  ASSERT_TRUE(store_->add_enrollment_code("CODE", 5000, "operator:alice"));
+  auto e = store_->add_enrollment(enrollment(1));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(store_->consume_enrollment_code("CODE", 5000, e->id), false) << "expired at 5000";
+  EXPECT_EQ(store_->consume_enrollment_code("CODE", 4999, e->id), true);
+}
+
+TEST_F(SqliteStoreTest, EnrollmentCodeErrors) {
+  EXPECT_EQ(store_->add_enrollment_code("", 5000, "x").error().errno_value(), EINVAL);
+  ASSERT_TRUE(store_->add_enrollment_code("CODE", 5000, "x"));
+  auto dup = store_->add_enrollment_code("CODE", 6000, "y");
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().errno_value(), EEXIST);
+  EXPECT_EQ(dup.error().message().find("CODE"), std::string::npos) << "never echo a secret";
+  auto r = store_->consume_enrollment_code("CODE", 1, "no-such-enrollment");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().errno_value(), ENOENT);
+}
+
+TEST_F(SqliteStoreTest, EnrollmentCodeStoredOnlyAsHash) {
+  ASSERT_TRUE(store_->add_enrollment_code("SECRET-CODE-1234", 5000, "x"));
+  store_.reset();
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  SqlitePtr db(raw);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(db.get(), "SELECT code_hash FROM enrollment_codes", -1, &st, nullptr),
+      SQLITE_OK);
+  StatementPtr stmt(st);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  auto expected = sha256("SECRET-CODE-1234");
+  ASSERT_EQ(sqlite3_column_bytes(st, 0), 32);
+  EXPECT_EQ(std::memcmp(sqlite3_column_blob(st, 0), expected.data(), 32), 0);
+}
+
+// ---- enrollments ----
+
+TEST_F(SqliteStoreTest, AddEnrollmentStoresPending) {
+  auto in = enrollment(1);
+  in.status = EnrollmentStatus::kApproved;  // ignored: a new enrollment is pending
+  auto e = store_->add_enrollment(in);
+  ASSERT_TRUE(e) << e.error().message();
+  EXPECT_EQ(e->id.size(), 26u);
+  EXPECT_EQ(e->status, EnrollmentStatus::kPending);
+  auto found = store_->find_enrollment(e->id);
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->hostname, "host-1");
+  EXPECT_EQ((*found)->agent_key, in.agent_key);
+  EXPECT_EQ((*found)->wg_key, in.wg_key);
+  EXPECT_EQ((*found)->inventory_json, in.inventory_json);
+  EXPECT_EQ((*found)->source_address, "192.0.2.1");
+  EXPECT_EQ((*found)->created_at, 1001);
+  EXPECT_TRUE((*found)->device_id.empty());
+  EXPECT_FALSE(*store_->find_enrollment("nope"));
+  EXPECT_EQ(gen(), 0);
+}
+
+TEST_F(SqliteStoreTest, AddEnrollmentIsIdempotentByAgentKey) {
+  auto first = store_->add_enrollment(enrollment(1));
+  ASSERT_TRUE(first);
+  auto again_in = enrollment(1);
+  again_in.hostname = "renamed";
+  auto again = store_->add_enrollment(again_in);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(again->id, first->id);
+  EXPECT_EQ(again->hostname, "host-1") << "the existing enrollment, unchanged";
+  EXPECT_EQ(store_->list_enrollments(std::nullopt)->size(), 1u);
+
+  // Approved: still returns it.
+  ASSERT_TRUE(store_->approve_enrollment(first->id, "operator:alice", kDefaultPorts, 2000));
+  auto approved_again = store_->add_enrollment(enrollment(1));
+  ASSERT_TRUE(approved_again);
+  EXPECT_EQ(approved_again->status, EnrollmentStatus::kApproved);
+  EXPECT_FALSE(approved_again->device_id.empty());
+}
+
+TEST_F(SqliteStoreTest, AddEnrollmentRefusedAfterDenyOrRevoke) {
+  auto e1 = store_->add_enrollment(enrollment(1));
+  ASSERT_TRUE(store_->deny_enrollment(e1->id, "operator:alice", 3000));
+  EXPECT_EQ(store_->add_enrollment(enrollment(1)).error().errno_value(), EPERM);
+
+  auto d = approved(2);
+  ASSERT_TRUE(store_->revoke_device(d.id, 3000));
+  EXPECT_EQ(store_->add_enrollment(enrollment(2)).error().errno_value(), EPERM);
+}
+
+TEST_F(SqliteStoreTest, AddEnrollmentRejectsReusedWireguardKeyAndZeroKeys) {
+  ASSERT_TRUE(store_->add_enrollment(enrollment(1)));
+  auto other = enrollment(2);
+  other.wg_key = enrollment(1).wg_key;
+  EXPECT_EQ(store_->add_enrollment(other).error().errno_value(), EEXIST);
+  auto zero = enrollment(3);
+  zero.agent_key = Key();
+  EXPECT_EQ(store_->add_enrollment(zero).error().errno_value(), EINVAL);
+  zero = enrollment(3);
+  zero.wg_key = Key();
+  EXPECT_EQ(store_->add_enrollment(zero).error().errno_value(), EINVAL);
+}
+
+TEST_F(SqliteStoreTest, ListEnrollmentsFilters) {
+  auto e1 = store_->add_enrollment(enrollment(1));
+  auto e2 = store_->add_enrollment(enrollment(2));
+  auto e3 = store_->add_enrollment(enrollment(3));
+  ASSERT_TRUE(store_->approve_enrollment(e2->id, "operator:alice", {}, 2000));
+  ASSERT_TRUE(store_->deny_enrollment(e3->id, "operator:alice", 2000));
+  auto all = store_->list_enrollments(std::nullopt);
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].id, e1->id) << "ordered by creation";
+  auto pending = store_->list_enrollments(EnrollmentStatus::kPending);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].id, e1->id);
+  EXPECT_EQ(store_->list_enrollments(EnrollmentStatus::kApproved)->at(0).id, e2->id);
+  EXPECT_EQ(store_->list_enrollments(EnrollmentStatus::kDenied)->at(0).id, e3->id);
+}
+
+TEST_F(SqliteStoreTest, ApproveCreatesDeviceWithDefaultPortsInOneChange) {
+  auto e = store_->add_enrollment(enrollment(1));
+  auto d = store_->approve_enrollment(
+      e->id, "enrollment-code",
+      {{Protocol::kTcp, 5985}, {Protocol::kTcp, 5985}, {Protocol::kUdp, 3478}}, 2000);
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(gen(), 1);
+  EXPECT_EQ(d->generation, 1);
+  EXPECT_EQ(d->status, DeviceStatus::kActive);
+  EXPECT_EQ(d->hostname, "host-1");
+  EXPECT_EQ(d->agent_key, enrollment(1).agent_key);
+  EXPECT_EQ(d->created_at, 2000);
+  EXPECT_FALSE(d->address);
+  std::vector<PortRule> want = {{Protocol::kTcp, 5985}, {Protocol::kUdp, 3478}};
+  EXPECT_EQ(d->ports, want) << "sorted, duplicates merged";
+
+  auto found = store_->find_device(d->id);
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->ports, want);
+  EXPECT_EQ((*found)->inventory_json, enrollment(1).inventory_json);
+  auto en = store_->find_enrollment(e->id);
+  EXPECT_EQ((*en)->status, EnrollmentStatus::kApproved);
+  EXPECT_EQ((*en)->device_id, d->id);
+  EXPECT_TRUE((*en)->by_code);
+  EXPECT_EQ((*en)->decided_by, "enrollment-code");
+  EXPECT_EQ((*en)->decided_at, 2000);
+
+  // Approving again returns the same device without a change.
+  auto again = store_->approve_enrollment(e->id, "operator:bob", {}, 3000);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->id, d->id);
+  EXPECT_EQ(gen(), 1);
+}
+
+TEST_F(SqliteStoreTest, ApproveErrors) {
+  EXPECT_EQ(store_->approve_enrollment("nope", "x", {}, 1).error().errno_value(), ENOENT);
+  auto e = store_->add_enrollment(enrollment(1));
+  EXPECT_EQ(store_->approve_enrollment(e->id, "x", {{Protocol::kTcp, 0}}, 1).error().errno_value(),
+            EINVAL);
+  ASSERT_TRUE(store_->deny_enrollment(e->id, "x", 1));
+  EXPECT_EQ(store_->approve_enrollment(e->id, "x", {}, 1).error().errno_value(), EPERM);
+  EXPECT_EQ(gen(), 0);
+  EXPECT_TRUE(store_->list_devices()->empty()) << "a failed approval leaves nothing behind";
+}
+
+TEST_F(SqliteStoreTest, DenyErrors) {
+  EXPECT_EQ(store_->deny_enrollment("nope", "x", 1).error().errno_value(), ENOENT);
+  auto d = approved(1);
+  auto e = store_->add_enrollment(enrollment(1));
+  EXPECT_EQ(store_->deny_enrollment(e->id, "x", 1).error().errno_value(), EEXIST);
+  auto e2 = store_->add_enrollment(enrollment(2));
+  ASSERT_TRUE(store_->deny_enrollment(e2->id, "operator:alice", 7));
+  EXPECT_TRUE(store_->deny_enrollment(e2->id, "operator:alice", 8)) << "idempotent";
+  auto found = store_->find_enrollment(e2->id);
+  EXPECT_EQ((*found)->status, EnrollmentStatus::kDenied);
+  EXPECT_EQ((*found)->decided_at, 7);
+  EXPECT_EQ((*found)->decided_by, "operator:alice");
+}
+
+// ---- devices ----
+
+TEST_F(SqliteStoreTest, AddressAllocationIsLowestFreeAndStable) {
+  auto p = pool("10.255.0.0/16");
+  auto gw = ip("10.255.0.1");
+  auto d1 = approved(1);
+  auto d2 = approved(2);
+  auto d3 = approved(3);
+  auto a1 = store_->ensure_device_address(d1.id, p, gw);
+  ASSERT_TRUE(a1) << a1.error().message();
+  EXPECT_EQ(a1->to_string(), "10.255.0.2") << "network and gateway skipped";
+  EXPECT_EQ(store_->ensure_device_address(d2.id, p, gw)->to_string(), "10.255.0.3");
+  auto g = gen();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(*store_->ensure_device_address(d1.id, p, gw), *a1);
+  }
+  EXPECT_EQ(gen(), g) << "ensure is idempotent: no change after the first";
+  // A revoked device keeps its address; it is not given to another device.
+  ASSERT_TRUE(store_->revoke_device(d1.id, 5));
+  EXPECT_EQ((*store_->find_device(d1.id))->address, *a1);
+  EXPECT_EQ(store_->ensure_device_address(d3.id, p, gw)->to_string(), "10.255.0.4");
+  EXPECT_EQ(store_->ensure_device_address(d1.id, p, gw).error().errno_value(), EPERM);
+}
+
+TEST_F(SqliteStoreTest, AddressAllocationFillsGapsAfterReopen) {
+  // Gaps only arise from outside the allocator (e.g. a pool change); the allocator still takes
+  // the lowest free address. Reopening drops the in-memory hint.
+  auto p = pool("10.255.0.0/16");
+  auto gw = ip("10.255.0.1");
+  std::vector<Device> devs;
+  for (std::uint8_t i = 1; i <= 4; ++i) devs.push_back(approved(i));
+  for (auto& d : devs) ASSERT_TRUE(store_->ensure_device_address(d.id, p, gw));
+  store_.reset();
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    SqlitePtr db(raw);
+    std::string sql = "UPDATE devices SET address = NULL WHERE id = '" + devs[1].id + "'";
+    ASSERT_EQ(sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  reopen();
+  auto d5 = approved(5);
+  EXPECT_EQ(store_->ensure_device_address(d5.id, p, gw)->to_string(), "10.255.0.3");
+  auto d6 = approved(6);
+  EXPECT_EQ(store_->ensure_device_address(d6.id, p, gw)->to_string(), "10.255.0.6");
+}
+
+TEST_F(SqliteStoreTest, AddressPoolExhaustion) {
+  // 10.9.0.0/29: .0 network, .1 gateway, .7 broadcast -> hosts .2 to .6.
+  auto p = pool("10.9.0.0/29");
+  auto gw = ip("10.9.0.1");
+  for (std::uint8_t i = 1; i <= 5; ++i) {
+    auto d = approved(i);
+    auto a = store_->ensure_device_address(d.id, p, gw);
+    ASSERT_TRUE(a) << a.error().message();
+    EXPECT_EQ(a->to_string(), "10.9.0." + std::to_string(i + 1));
+  }
+  auto g = gen();
+  auto d6 = approved(6);
+  auto full = store_->ensure_device_address(d6.id, p, gw);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().errno_value(), ENOSPC);
+  EXPECT_NE(full.error().message().find("10.9.0.0/29"), std::string::npos);
+  EXPECT_EQ(gen(), g + 1) << "only the approval changed";
+  EXPECT_FALSE((*store_->find_device(d6.id))->address);
+}
+
+TEST_F(SqliteStoreTest, AddressGatewayInTheMiddle) {
+  auto p = pool("10.9.0.0/29");
+  auto gw = ip("10.9.0.3");
+  std::vector<std::string> got;
+  for (std::uint8_t i = 1; i <= 5; ++i) {
+    auto d = approved(i);
+    auto a = store_->ensure_device_address(d.id, p, gw);
+    ASSERT_TRUE(a) << a.error().message();
+    got.push_back(a->to_string());
+  }
+  EXPECT_EQ(got,
+            (std::vector<std::string>{"10.9.0.1", "10.9.0.2", "10.9.0.4", "10.9.0.5", "10.9.0.6"}));
+}
+
+TEST_F(SqliteStoreTest, AddressErrors) {
+  auto d = approved(1);
+  EXPECT_EQ(store_->ensure_device_address("nope", pool("10.255.0.0/16"), ip("10.255.0.1"))
+                .error()
+                .errno_value(),
+            ENOENT);
+  EXPECT_EQ(store_->ensure_device_address(d.id, pool("10.255.0.0/16"), ip("10.1.0.1"))
+                .error()
+                .errno_value(),
+            EINVAL);
+  EXPECT_EQ(
+      store_->ensure_device_address(d.id, pool("fd00::/64"), ip("fd00::1")).error().errno_value(),
+      EINVAL);
+  EXPECT_EQ(store_->ensure_device_address(d.id, pool("10.9.0.0/31"), ip("10.9.0.1"))
+                .error()
+                .errno_value(),
+            ENOSPC);
+}
+
+TEST_F(SqliteStoreTest, SetDevicePorts) {
+  auto d = approved(1);
+  auto g = gen();
+  ASSERT_TRUE(store_->set_device_ports(d.id, kDefaultPorts));
+  EXPECT_EQ(gen(), g) << "same set: no change";
+  std::vector<PortRule> next = {{Protocol::kTcp, 22}, {Protocol::kUdp, 53}};
+  ASSERT_TRUE(store_->set_device_ports(d.id, next));
+  EXPECT_EQ(gen(), g + 1);
+  auto found = store_->find_device(d.id);
+  EXPECT_EQ((*found)->ports, next);
+  EXPECT_EQ((*found)->generation, g + 1);
+  ASSERT_TRUE(store_->set_device_ports(d.id, {}));
+  EXPECT_TRUE((*store_->find_device(d.id))->ports.empty());
+
+  EXPECT_EQ(store_->set_device_ports("nope", next).error().errno_value(), ENOENT);
+  EXPECT_EQ(store_->set_device_ports(d.id, {{Protocol::kTcp, 0}}).error().errno_value(), EINVAL);
+  ASSERT_TRUE(store_->revoke_device(d.id, 9));
+  EXPECT_EQ(store_->set_device_ports(d.id, next).error().errno_value(), EPERM);
+}
+
+TEST_F(SqliteStoreTest, RevokeDeviceRevokesItsTokens) {
+  auto d = approved(1);
+  auto other = approved(2);
+  auto h1 = sha256("token-1");
+  auto h2 = sha256("token-2");
+  auto h3 = sha256("token-3");
+  ASSERT_TRUE(store_->add_refresh_token(h1, {d.id, "fam-a", 9000, false, false}));
+  ASSERT_TRUE(store_->add_refresh_token(h2, {d.id, "fam-b", 9000, true, false}));
+  ASSERT_TRUE(store_->add_refresh_token(h3, {other.id, "fam-c", 9000, false, false}));
+  auto g = gen();
+  ASSERT_TRUE(store_->revoke_device(d.id, 4242));
+  EXPECT_EQ(gen(), g + 1);
+  auto found = store_->find_device(d.id);
+  EXPECT_EQ((*found)->status, DeviceStatus::kRevoked);
+  EXPECT_EQ((*found)->revoked_at, 4242);
+  EXPECT_EQ((*found)->generation, g + 1);
+  EXPECT_TRUE((*store_->find_refresh_token(h1))->revoked);
+  EXPECT_TRUE((*store_->find_refresh_token(h2))->revoked);
+  EXPECT_FALSE((*store_->find_refresh_token(h3))->revoked) << "other devices untouched";
+
+  ASSERT_TRUE(store_->revoke_device(d.id, 5000)) << "idempotent";
+  EXPECT_EQ(gen(), g + 1);
+  EXPECT_EQ((*store_->find_device(d.id))->revoked_at, 4242);
+  EXPECT_EQ(store_->revoke_device("nope", 1).error().errno_value(), ENOENT);
+  EXPECT_EQ(store_->add_refresh_token(sha256("t4"), {d.id, "f", 9000, false, false})
+                .error()
+                .errno_value(),
+            EPERM);
+}
+
+TEST_F(SqliteStoreTest, HeartbeatDoesNotBumpGeneration) {
+  auto d = approved(1);
+  auto g = gen();
+  ASSERT_TRUE(store_->record_heartbeat(d.id, 777, R"({"os":"linux"})"));
+  ASSERT_TRUE(store_->record_heartbeat(d.id, 778, ""));
+  auto found = store_->find_device(d.id);
+  EXPECT_EQ((*found)->last_heartbeat, 778);
+  EXPECT_EQ((*found)->inventory_json, R"({"os":"linux"})") << "empty inventory keeps the last";
+  EXPECT_EQ(gen(), g);
+  EXPECT_EQ(store_->record_heartbeat("nope", 1, "").error().errno_value(), ENOENT);
+  ASSERT_TRUE(store_->revoke_device(d.id, 800));
+  EXPECT_EQ(store_->record_heartbeat(d.id, 801, "").error().errno_value(), EPERM);
+}
+
+TEST_F(SqliteStoreTest, ListDevicesHasPortsAndAllStatuses) {
+  auto d1 = approved(1);
+  auto d2 = approved(2);
+  auto d3 = approved(3);
+  ASSERT_TRUE(store_->set_device_ports(d2.id, {{Protocol::kTcp, 22}}));
+  ASSERT_TRUE(store_->set_device_ports(d3.id, {}));
+  ASSERT_TRUE(store_->revoke_device(d1.id, 9));
+  auto all = store_->list_devices();
+  ASSERT_TRUE(all) << all.error().message();
+  ASSERT_EQ(all->size(), 3u);
+  for (const auto& d : *all) {
+    if (d.id == d1.id) {
+      EXPECT_EQ(d.status, DeviceStatus::kRevoked);
+      EXPECT_EQ(d.ports, kDefaultPorts);
+    } else if (d.id == d2.id) {
+      EXPECT_EQ(d.ports, (std::vector<PortRule>{{Protocol::kTcp, 22}}));
+    } else {
+      EXPECT_EQ(d.id, d3.id);
+      EXPECT_TRUE(d.ports.empty());
+    }
+  }
+}
+
+TEST_F(SqliteStoreTest, WireguardKeyIsUniqueAcrossDevices) {
+  // Enrollments refuse a reused WireGuard key up front; a device created from an enrollment row
+  // edited behind the store's back still cannot share the key.
+  auto d = approved(1);
+  auto e2 = store_->add_enrollment(enrollment(2));
+  store_.reset();
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    SqlitePtr db(raw);
+    std::string sql =
+        "UPDATE enrollments SET wg_key = (SELECT wg_key FROM devices) WHERE id = '" + e2->id + "'";
+    ASSERT_EQ(sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  reopen();
+  auto r = store_->approve_enrollment(e2->id, "x", {}, 1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().errno_value(), EEXIST);
+  EXPECT_EQ(r.error().message().find("SELECT"), std::string::npos);
+}
+
+// ---- refresh tokens ----
+
+TEST_F(SqliteStoreTest, RefreshTokenLifecycle) {
+  auto d = approved(1);
+  auto h = sha256("refresh-1");
+  ASSERT_TRUE(store_->add_refresh_token(h, {d.id, "fam", 9000, false, false}));
+  auto t = store_->find_refresh_token(h);
+  ASSERT_TRUE(t && *t);
+  EXPECT_EQ((*t)->device_id, d.id);
+  EXPECT_EQ((*t)->family_id, "fam");
+  EXPECT_EQ((*t)->expires_at, 9000);
+  EXPECT_FALSE((*t)->used);
+  EXPECT_FALSE((*t)->revoked);
+
+  ASSERT_TRUE(store_->mark_refresh_token_used(h));
+  EXPECT_TRUE((*store_->find_refresh_token(h))->used);
+  EXPECT_EQ(store_->mark_refresh_token_used(h).error().errno_value(), EALREADY)
+      << "a second use is detected atomically";
+
+  auto h2 = sha256("refresh-2");
+  ASSERT_TRUE(store_->add_refresh_token(h2, {d.id, "fam", 9000, false, false}));
+  ASSERT_TRUE(store_->revoke_token_family("fam"));
+  EXPECT_TRUE((*store_->find_refresh_token(h))->revoked);
+  EXPECT_TRUE((*store_->find_refresh_token(h2))->revoked);
+  EXPECT_EQ(gen(), 1) << "tokens are not desired kernel state";
+}
+
+TEST_F(SqliteStoreTest, RefreshTokenErrors) {
+  auto d = approved(1);
+  auto h = sha256("x");
+  EXPECT_FALSE(*store_->find_refresh_token(h));
+  EXPECT_EQ(store_->mark_refresh_token_used(h).error().errno_value(), ENOENT);
+  EXPECT_EQ(store_->revoke_token_family("nope").error().errno_value(), ENOENT);
+  EXPECT_EQ(store_->add_refresh_token(h, {"no-device", "f", 1, false, false}).error().errno_value(),
+            ENOENT);
+  ASSERT_TRUE(store_->add_refresh_token(h, {d.id, "f", 1, false, false}));
+  EXPECT_EQ(store_->add_refresh_token(h, {d.id, "f", 1, false, false}).error().errno_value(),
+            EEXIST);
+}
+
+// ---- audit ----
+
+TEST_F(SqliteStoreTest, AuditIsOrderedAndPaged) {
+  for (int i = 0; i < 25; ++i) {
+    ASSERT_TRUE(store_->audit(
+        {0, 100 + i, "operator:alice", "device.revoke", "dev" + std::to_string(i), "", "local"}));
+  }
+  auto page1 = store_->list_audit(0, 10);
+  ASSERT_TRUE(page1);
+  ASSERT_EQ(page1->size(), 10u);
+  EXPECT_EQ(page1->front().target, "dev0");
+  EXPECT_EQ(page1->front().at, 100);
+  EXPECT_EQ(page1->front().actor, "operator:alice");
+  EXPECT_EQ(page1->front().action, "device.revoke");
+  EXPECT_EQ(page1->front().source, "local");
+  for (std::size_t i = 1; i < page1->size(); ++i) {
+    EXPECT_LT((*page1)[i - 1].id, (*page1)[i].id);
+  }
+  auto page2 = store_->list_audit(page1->back().id, 10);
+  EXPECT_EQ(page2->front().target, "dev10");
+  auto page3 = store_->list_audit((*page2).back().id, 10);
+  EXPECT_EQ(page3->size(), 5u);
+  EXPECT_TRUE(store_->list_audit(page3->back().id, 10)->empty());
+  EXPECT_EQ(gen(), 0) << "audit is not a change of desired state";
+
+  EXPECT_EQ(store_->list_audit(0, 0).error().errno_value(), EINVAL);
+  EXPECT_EQ(store_->list_audit(0, 1001).error().errno_value(), EINVAL);
+  EXPECT_EQ(store_->audit({0, 1, "x", "", "", "", ""}).error().errno_value(), EINVAL);
+}
+
+TEST_F(SqliteStoreTest, AuditIsAppendOnly) {
+  ASSERT_TRUE(store_->audit({0, 1, "x", "a.b", "t", "", "local"}));
+  store_.reset();
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  SqlitePtr db(raw);
+  EXPECT_NE(sqlite3_exec(db.get(), "UPDATE audit SET actor = 'y'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  EXPECT_NE(sqlite3_exec(db.get(), "DELETE FROM audit", nullptr, nullptr, nullptr), SQLITE_OK);
+}
+
+// ---- errors and concurrency ----
+
+TEST_F(SqliteStoreTest, BusyDatabaseIsEbusy) {
+  auto other = SqliteStore::open(path_, SqliteOptions{.busy_timeout_ms = 50});
+  ASSERT_TRUE(other);
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  SqlitePtr locker(raw);
+  ASSERT_EQ(sqlite3_exec(locker.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto r = (*other)->add_enrollment(enrollment(1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().errno_value(), EBUSY) << r.error().message();
+  EXPECT_NE(r.error().message().find("add enrollment"), std::string::npos);
+  ASSERT_EQ(sqlite3_exec(locker.get(), "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  EXPECT_TRUE((*other)->add_enrollment(enrollment(1)));
+}
+
+TEST(SqliteErrno, Mapping) {
+  EXPECT_EQ(sqlite_errno(SQLITE_BUSY, 0), EBUSY);
+  EXPECT_EQ(sqlite_errno(SQLITE_LOCKED, 0), EBUSY);
+  EXPECT_EQ(sqlite_errno(SQLITE_CONSTRAINT_UNIQUE, 0), EEXIST);
+  EXPECT_EQ(sqlite_errno(SQLITE_CONSTRAINT_PRIMARYKEY, 0), EEXIST);
+  EXPECT_EQ(sqlite_errno(SQLITE_CONSTRAINT_FOREIGNKEY, 0), ENOENT);
+  EXPECT_EQ(sqlite_errno(SQLITE_CONSTRAINT_CHECK, 0), EINVAL);
+  EXPECT_EQ(sqlite_errno(SQLITE_FULL, 0), ENOSPC);
+  EXPECT_EQ(sqlite_errno(SQLITE_READONLY, 0), EROFS);
+  EXPECT_EQ(sqlite_errno(SQLITE_CORRUPT, 0), EUCLEAN);
+  EXPECT_EQ(sqlite_errno(SQLITE_IOERR_WRITE, ENOSPC), ENOSPC);
+  EXPECT_EQ(sqlite_errno(SQLITE_IOERR, 0), EIO);
+  EXPECT_EQ(sqlite_errno(SQLITE_CANTOPEN, 0), EACCES);
+}
+
+// A child process applies a burst of changes and is SIGKILLed in the middle; the database must
+// be intact and its generation must match the rows: each approval and each allocation is exactly
+// one generation, and each device's generation is within the store's.
+TEST_F(SqliteStoreTest, KillDuringBurstLeavesConsistentDatabase) {
+  store_.reset();
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto s = SqliteStore::open(path_);
+    if (!s) _exit(2);
+    auto p = pool("10.255.0.0/16");
+    auto gw = ip("10.255.0.1");
+    bool signalled = false;
+    for (int i = 0;; ++i) {
+      Enrollment e;
+      e.hostname = "h" + std::to_string(i);
+      KeyBytes ak{}, wk{};
+      randombytes_buf(ak.data(), ak.size());
+      randombytes_buf(wk.data(), wk.size());
+      e.agent_key = Key(ak);
+      e.wg_key = Key(wk);
+      e.created_at = i;
+      auto en = (*s)->add_enrollment(e);
+      if (!en) _exit(3);
+      auto d = (*s)->approve_enrollment(en->id, "x", kDefaultPorts, i);
+      if (!d) _exit(4);
+      if (!(*s)->ensure_device_address(d->id, p, gw)) _exit(5);
+      if (i % 3 == 0 && !(*s)->set_device_ports(d->id, {{Protocol::kTcp, 22}})) _exit(6);
+      if (i == 50 && !signalled) {
+        signalled = true;
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1) _exit(7);
+      }
+    }
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1) << "child failed before its burst";
+  ::close(ready[0]);
+  usleep(100 * 1000);
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with " << WEXITSTATUS(status);
+
+  reopen();
+  ASSERT_TRUE(store_->check_integrity()) << store_->check_integrity().error().message();
+  auto devices = store_->list_devices();
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_GT(devices->size(), 50u);
+  std::int64_t expected = 0;
+  std::int64_t max_device_gen = 0;
+  for (const auto& d : *devices) {
+    expected += 1;                           // approval
+    if (d.address) expected += 1;            // allocation
+    if (d.ports.size() == 1) expected += 1;  // port change
+    EXPECT_TRUE(d.ports.size() == 1 || d.ports == kDefaultPorts) << d.id;
+    max_device_gen = std::max(max_device_gen, d.generation);
+  }
+  EXPECT_EQ(gen(), expected);
+  EXPECT_EQ(max_device_gen, gen());
+  auto enrollments = store_->list_enrollments(EnrollmentStatus::kApproved);
+  EXPECT_EQ(enrollments->size(), devices->size()) << "approval and device commit together";
+}
+
+}  // namespace
+}  // namespace portcullis::state
