@@ -9,6 +9,7 @@
 #include "controlplane/api/access_token.h"
 #include "controlplane/api/json_input.h"
 #include "controlplane/api/orchestration.h"
+#include "controlplane/state/ids.h"
 #include "dataplane/base/log.h"
 
 namespace portcullis::api {
@@ -220,7 +221,7 @@ Response AgentApi::enroll_request(const Request& request) {
   }
 
   state::Enrollment e;
-  e.id = random_base64url(16);
+  e.id = state::random_id();
   e.hostname = hostname;
   e.agent_key = *agent_key;
   e.wg_key = *wg_key;
@@ -410,9 +411,10 @@ tl::expected<state::Device, Response> AgentApi::authenticate(const Request& requ
   using tl::unexpected;
   std::string_view auth = request.header("Authorization");
   constexpr std::string_view kScheme = "Bearer ";
-  if (auth.size() <= kScheme.size() ||
-      !std::equal(kScheme.begin(), kScheme.end(), auth.begin(),
-                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+  if (auth.size() <= kScheme.size() || !std::equal(kScheme.begin(), kScheme.end(), auth.begin(),
+                                                   [](unsigned char a, unsigned char b) {
+                                                     return std::tolower(a) == std::tolower(b);
+                                                   })) {
     return unexpected(
         error_response(401, "missing_token", "send 'Authorization: Bearer <access token>'"));
   }
@@ -439,6 +441,8 @@ tl::expected<state::Device, Response> AgentApi::authenticate(const Request& requ
   return std::move(**device);
 }
 
+// The counters are accepted for the agent's own view only: the gateway takes handshake age and
+// rx/tx from its kernel, which an agent cannot misreport.
 Response AgentApi::heartbeat(const Request& request) {
   auto device = authenticate(request);
   if (!device) return std::move(device.error());
