@@ -6,6 +6,25 @@
 //
 // Times are Unix seconds (int64). Secrets are never stored in clear: enrollment codes and refresh
 // tokens as SHA-256, keys as public keys only (the gateway's own private keys live in 0600 files).
+//
+// The generation counts changes of what the reconciler programs: approving (a new device),
+// allocating an address, changing a device's ports, revoking. Each such call that changes
+// something is one transaction and exactly one generation. Calls that change nothing (ensure of
+// an allocated address, the same ports again, revoking a revoked device) keep the generation.
+// Enrollment requests and denials, codes, tokens, heartbeats and audit events are stored in
+// their own transactions without a new generation: they program nothing, and the reconciler's
+// own audit events must not wake it again.
+//
+// Errors (errno of Error::code()), so callers can answer without parsing text:
+//   ENOENT  the id / token / code's enrollment does not exist
+//   EEXIST  conflicts with a stored row (a WireGuard key in use, denying an approved enrollment)
+//   EPERM   refused by the row's state (a denied enrollment, a revoked device)
+//   EALREADY a refresh token already marked used
+//   ENOSPC  the address pool is full
+//   EINVAL  a bad argument (zero key, port 0, IPv6 pool, limit out of range)
+//   EBUSY   the database stayed locked past the busy timeout
+//   EUCLEAN the database is corrupt or not a Portcullis database; ENOTSUP: newer schema
+// Contexts name the operation and a short id ("revoke device 'k5vq3m7x…'") and never contain SQL.
 
 #include <cstdint>
 #include <memory>
@@ -98,45 +117,61 @@ class Store {
   // Enrollment codes: stored as SHA-256; single use; with expiry.
   virtual Status add_enrollment_code(const std::string& code, Timestamp expires_at,
                                      const std::string& created_by) = 0;
-  // Marks the code used by `enrollment_id` if it exists, is unused and unexpired at `now`.
+  // Marks the code used by `enrollment_id` if it exists, is unused and unexpired at `now`
+  // (valid while now < expires_at). false: no such code, used, or expired; ENOENT: no such
+  // enrollment.
   virtual Result<bool> consume_enrollment_code(const std::string& code, Timestamp now,
                                                const std::string& enrollment_id) = 0;
 
   // Enrollment requests. An agent key enrolls once: a second request with the same key returns
   // the existing enrollment (idempotent), unless it was denied or its device revoked (then EPERM).
+  // A new enrollment is stored pending with e.id (a random id if empty); EEXIST if its WireGuard
+  // key belongs to another enrollment or device.
   virtual Result<Enrollment> add_enrollment(const Enrollment& e) = 0;
   virtual Result<std::optional<Enrollment>> find_enrollment(const std::string& id) = 0;
   virtual Result<std::vector<Enrollment>> list_enrollments(
       std::optional<EnrollmentStatus> only) = 0;
-  // Approving creates the device (with `default_ports`) in the same transaction.
+  // Approving creates the device (with `default_ports`, sorted and deduplicated) in the same
+  // transaction. `by` == "enrollment-code" marks the enrollment by_code. Approving an approved
+  // enrollment returns its device unchanged; a denied one is EPERM.
   virtual Result<Device> approve_enrollment(const std::string& id, const std::string& by,
                                             const std::vector<PortRule>& default_ports,
                                             Timestamp now) = 0;
+  // Denying a denied enrollment is a no-op; an approved one is EEXIST (revoke its device).
   virtual Status deny_enrollment(const std::string& id, const std::string& by, Timestamp now) = 0;
 
   // Devices.
   virtual Result<std::optional<Device>> find_device(const std::string& id) = 0;
   virtual Result<std::vector<Device>> list_devices() = 0;  // all, active and revoked
   // Allocates the device's address from the pool once (lowest free host address, skipping the
-  // network, gateway and broadcast addresses); later calls return the same address. ENOSPC when
-  // the pool is full.
+  // network, gateway and broadcast addresses); later calls return the same address, even if the
+  // pool changed since. ENOSPC when the pool is full, EPERM for a revoked device. Addresses are
+  // never freed: device rows are never deleted and a revoked device keeps its address, so an
+  // address is never handed to a second device (a /16 holds 65,533 devices over its life).
   virtual Result<IpAddress> ensure_device_address(const std::string& device_id,
                                                   const IpPrefix& pool,
                                                   const IpAddress& gateway) = 0;
+  // Replaces the allowlist (sorted, deduplicated); EPERM for a revoked device.
   virtual Status set_device_ports(const std::string& device_id,
                                   const std::vector<PortRule>& ports) = 0;
-  // Revokes the device and every refresh token of it, in one transaction.
+  // Revokes the device and every refresh token of it, in one transaction. Idempotent.
   virtual Status revoke_device(const std::string& device_id, Timestamp now) = 0;
+  // An empty inventory keeps the stored one. EPERM for a revoked device.
   virtual Status record_heartbeat(const std::string& device_id, Timestamp now,
                                   const std::string& inventory_json) = 0;
 
   // Refresh tokens (by SHA-256 of the token).
+  // EPERM if the device is revoked.
   virtual Status add_refresh_token(const KeyBytes& token_hash, const RefreshToken& t) = 0;
   virtual Result<std::optional<RefreshToken>> find_refresh_token(const KeyBytes& token_hash) = 0;
+  // Atomic test-and-set: of two concurrent calls for one token, one succeeds and the other gets
+  // EALREADY (reuse).
   virtual Status mark_refresh_token_used(const KeyBytes& token_hash) = 0;
+  // ENOENT if no token has this family.
   virtual Status revoke_token_family(const std::string& family_id) = 0;
 
-  // Audit log, append-only.
+  // Audit log, append-only (the database refuses UPDATE and DELETE). Pages in id order:
+  // list_audit(0, n), then list_audit(last id seen, n); limit from 1 to 1000.
   virtual Status audit(const AuditEvent& e) = 0;
   virtual Result<std::vector<AuditEvent>> list_audit(std::int64_t after_id, int limit) = 0;
 };
