@@ -16,6 +16,7 @@ test_pkgs=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev clang-format
   iperf3 iptables iputils-ping netcat-openbsd socat python3 procps
   qemu-system-x86 busybox-static
+  prometheus  # promtool: metrics_test checks the /metrics exposition
 )
 
 pkgs=("${build_pkgs[@]}" "${run_pkgs[@]}")

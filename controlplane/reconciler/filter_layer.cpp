@@ -1,0 +1,41 @@
+#include "controlplane/reconciler/filter_layer.h"
+
+#include "dataplane/nftables/nftables_filter.h"
+
+namespace portcullis::reconciler {
+
+Result<LayerCheck> check_contents(filter::PacketFilter& filter,
+                                  const filter::FilterContents& want) {
+  auto have = filter.read();
+  if (!have) {
+    if (have.error().errno_value() == ENOENT) return LayerCheck{true, "not installed", {}};
+    return fail(std::move(have.error()));
+  }
+  return LayerCheck{false, "", filter::diff_contents(want, *have)};
+}
+
+FilterLayer nftables_layer(nftables::NftablesFilter& nft) {
+  return FilterLayer{"nftables", nft,
+                     [&nft](const filter::FilterSettings& settings,
+                            const filter::FilterContents& want) -> Result<LayerCheck> {
+                       auto drift = nft.check(settings, want);
+                       if (!drift) return fail(std::move(drift.error()));
+                       LayerCheck c;
+                       if (drift->table_missing) {
+                         c.rebuild = true;
+                         c.why = "table inet portcullis missing";
+                       } else if (!drift->structure.empty()) {
+                         c.rebuild = true;
+                         c.why = drift->structure.front();
+                         if (drift->structure.size() > 1) {
+                           c.why +=
+                               " (and " + std::to_string(drift->structure.size() - 1) + " more)";
+                         }
+                       } else {
+                         c.elements = std::move(drift->elements);
+                       }
+                       return c;
+                     }};
+}
+
+}  // namespace portcullis::reconciler

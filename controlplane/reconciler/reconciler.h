@@ -1,0 +1,162 @@
+#pragma once
+// The reconciler: desired state (Store) -> WireGuard peers and every packet filter layer, always
+// as diffs. One pass reads the store generation, the devices and what each layer holds, applies
+// only non-empty deltas and, when every layer succeeded, records the generation as applied.
+// The first pass of a process adopts what the kernel holds (an unchanged kernel sees no write);
+// later passes that find differences although nothing new was wanted repair drift (counted in
+// portcullis_drift_repairs_total{layer}, audit-logged as "drift.repair").
+//
+// Wiring (portcullisd main):
+//
+//   metrics::Registry metrics;
+//   reconciler::ReconcilerOptions opts;
+//   opts.gateway = {wg_private_key, 30000};
+//   opts.filter = {"portcullis0", gateway_ip, pool, operator_networks};
+//   opts.port_counters = [&bpf] { return bpf->read_counters(); };  // optional, for /metrics
+//   reconciler::Reconciler rec(*store, *wg_device,
+//                              {reconciler::nftables_layer(*nft), {"ebpf", *bpf}}, opts, metrics);
+//   rec.start();                        // first pass now, then on wake() and every resync
+//   ...  store change (API) -> rec.wake(); vpn/ready -> rec.wait_applied(generation, 10s)
+//   rec.stop();                         // SIGTERM: the kernel keeps tunnels and filters
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controlplane/metrics/registry.h"
+#include "controlplane/reconciler/desired_state.h"
+#include "controlplane/reconciler/filter_layer.h"
+#include "controlplane/reconciler/pass_scheduler.h"
+#include "controlplane/reconciler/tunnel_health.h"
+#include "controlplane/state/store.h"
+#include "dataplane/bpf/bpf_filter.h"
+#include "dataplane/filter/packet_filter.h"
+#include "dataplane/wireguard/device.h"
+
+namespace portcullis::reconciler {
+
+// Time as the reconciler sees it; tests drive both.
+struct ReconcilerClock {
+  std::function<std::int64_t()> unix_seconds;                     // audit times, handshake ages
+  std::function<std::chrono::steady_clock::time_point()> steady;  // pass scheduling
+  static ReconcilerClock system();
+};
+
+struct ReconcilerOptions {
+  GatewaySettings gateway;
+  filter::FilterSettings filter;
+  ScheduleOptions schedule;
+  HealthThresholds health;
+  // At most this many tunnel transitions are audit-logged one by one per pass; the rest become
+  // one summary event (a gateway back after a long outage would otherwise write 10,000 rows).
+  std::size_t max_transition_audits = 100;
+  // Optional: the eBPF per-port counters, read at scrape time for /metrics.
+  std::function<Result<std::vector<bpf::PortCounters>>()> port_counters;
+};
+
+// What one pass did to one layer ("wireguard", or a filter layer's name).
+struct LayerReport {
+  std::string name;
+  std::optional<Error> error;  // this layer failed (read, check or apply)
+  bool rebuilt = false;        // a cold build (not installed, or its structure differed)
+  std::size_t added = 0;       // peers, or set elements
+  std::size_t removed = 0;
+  std::size_t changed = 0;  // peers updated in place; device fields count as one
+  int changing_calls = 0;   // apply() / build() calls made
+  std::string detail;       // "nftables: +2 -0 elements", "ebpf: rebuilt (not installed)"
+
+  bool ok() const { return !error; }
+  bool differed() const { return rebuilt || added || removed || changed; }
+};
+
+struct ReconcileReport {
+  std::int64_t generation = 0;
+  bool adoption = false;  // the first pass of this process
+  bool drift = false;     // differences found although this generation was already applied
+  bool applied = false;   // every layer succeeded and the generation is recorded as applied
+  std::optional<Error> store_error;  // recording the applied generation failed
+  std::vector<LayerReport> layers;   // "wireguard" first, then the filter layers in order
+
+  int changing_calls() const;
+  std::vector<std::string> failed() const;  // names of failed layers, and "store"
+  std::string to_string() const;            // one line, for logs and tests
+};
+
+class Reconciler {
+ public:
+  Reconciler(state::Store& store, wg::WireguardDevice& device, std::vector<FilterLayer> layers,
+             ReconcilerOptions options, metrics::Registry& metrics,
+             ReconcilerClock clock = ReconcilerClock::system());
+  ~Reconciler();  // stop()s
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  // One pass now, on the calling thread (serialised with the loop's passes). Fails only when
+  // the store cannot be read; a failing layer is reported in the report.
+  Result<ReconcileReport> reconcile_once();
+
+  // The loop: a thread that runs due passes (see PassScheduler). Wakes merge.
+  void start();
+  void stop();
+  void wake();
+  // True once a pass of this process has applied `generation` (or a later one).
+  bool wait_applied(std::int64_t generation, std::chrono::milliseconds timeout);
+  // The highest generation applied by this process; -1 before the first successful pass.
+  std::int64_t applied_generation() const;
+
+  // One step of the loop, for the thread and for tests: runs a pass if one is due on the
+  // clock's steady time; true if it ran.
+  bool run_due();
+  PassScheduler::TimePoint next_pass() const;
+
+  std::shared_ptr<const HealthSnapshot> health() const { return health_.snapshot(); }
+
+ private:
+  struct Instruments;
+
+  LayerReport reconcile_wireguard(const Desired& want);
+  LayerReport reconcile_filter(FilterLayer& layer, const Desired& want);
+  void record_drift(const LayerReport& layer, std::int64_t generation);
+  void record_health(const Desired& want, const wg::DeviceState& have);
+  void log_conflicts(const std::vector<std::string>& conflicts);
+  void log_failures(const ReconcileReport& report);
+  void collect(metrics::Exposition& e);
+  void run();
+
+  state::Store& store_;
+  wg::WireguardDevice& device_;
+  std::vector<FilterLayer> layers_;
+  ReconcilerOptions options_;
+  ReconcilerClock clock_;
+  std::unique_ptr<Instruments> instruments_;
+  HealthTracker health_;
+
+  std::mutex pass_mu_;  // one pass at a time; also guards the dataplane objects for collectors
+  std::set<std::string> logged_conflicts_;
+  std::set<std::string> failing_layers_;  // logged once until they recover
+  std::int64_t store_applied_ = -1;       // the last value written to the store
+
+  mutable std::mutex applied_mu_;
+  std::condition_variable applied_cv_;
+  std::int64_t applied_ = -1;
+
+  mutable std::mutex loop_mu_;
+  std::condition_variable loop_cv_;
+  PassScheduler scheduler_;
+  bool stopping_ = false;
+  bool woken_ = false;
+  bool store_read_failing_ = false;  // logged once until it recovers
+  std::thread thread_;
+
+  metrics::CollectorHandle collector_;  // last: removed first
+};
+
+}  // namespace portcullis::reconciler
