@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -104,6 +106,19 @@ TEST_F(SqliteStoreTest, FreshDatabaseIsMigratedAndEmpty) {
   EXPECT_TRUE(store_->list_enrollments(std::nullopt)->empty());
   EXPECT_TRUE(store_->check_integrity()) << store_->check_integrity().error().message();
   EXPECT_GE(SqliteStore::schema_version(), 1);
+  store_.reset();
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  SqlitePtr db(raw);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db.get(), "PRAGMA user_version", -1, &st, nullptr), SQLITE_OK);
+  StatementPtr stmt(st);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), SqliteStore::schema_version());
+  ASSERT_EQ(sqlite3_prepare_v2(db.get(), "PRAGMA journal_mode", -1, &st, nullptr), SQLITE_OK);
+  stmt.reset(st);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
 }
 
 TEST_F(SqliteStoreTest, FileIsPrivate) {
@@ -671,6 +686,35 @@ TEST_F(SqliteStoreTest, AuditIsAppendOnly) {
 }
 
 // ---- errors and concurrency ----
+
+TEST_F(SqliteStoreTest, ConcurrentCallersGetDistinctAddresses) {
+  // Threads share one store (the daemon's HTTP workers and reconciler do), and a second store on
+  // the same file allocates too: its hint must not hand out an address twice.
+  auto second = SqliteStore::open(path_);
+  ASSERT_TRUE(second);
+  constexpr int kThreads = 6;
+  constexpr int kPerThread = 20;
+  std::vector<Device> devices;
+  for (int i = 0; i < kThreads * kPerThread; ++i) devices.push_back(approved(i));
+  std::vector<std::vector<std::string>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      SqliteStore& s = t % 2 == 0 ? *store_ : **second;
+      for (int i = 0; i < kPerThread; ++i) {
+        auto a = s.ensure_device_address(devices[t * kPerThread + i].id, pool("10.255.0.0/16"),
+                                         ip("10.255.0.1"));
+        got[t].push_back(a ? a->to_string() : a.error().message());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<std::string> all;
+  for (const auto& v : got) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  EXPECT_TRUE(all.count("10.255.0.2"));
+  EXPECT_EQ(gen(), 2 * kThreads * kPerThread);
+}
 
 TEST_F(SqliteStoreTest, BusyDatabaseIsEbusy) {
   auto other = SqliteStore::open(path_, SqliteOptions{.busy_timeout_ms = 50});
