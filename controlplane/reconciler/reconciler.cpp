@@ -208,7 +208,16 @@ Result<ReconcileReport> Reconciler::reconcile_once() {
     log_info("reconciled",
              {{"generation", std::to_string(*generation)}, {"changes", report.to_string()}});
   }
+  {
+    std::lock_guard lock(report_mu_);
+    last_report_ = report;
+  }
   return report;
+}
+
+std::optional<ReconcileReport> Reconciler::last_report() const {
+  std::lock_guard lock(report_mu_);
+  return last_report_;
 }
 
 LayerReport Reconciler::reconcile_wireguard(const Desired& want) {

@@ -118,6 +118,8 @@ class Reconciler {
   PassScheduler::TimePoint next_pass() const;
 
   std::shared_ptr<const HealthSnapshot> health() const { return health_.snapshot(); }
+  // The report of the last finished pass (for /health); empty before the first.
+  std::optional<ReconcileReport> last_report() const;
 
  private:
   struct Instruments;
@@ -143,6 +145,9 @@ class Reconciler {
   std::set<std::string> logged_conflicts_;
   std::set<std::string> failing_layers_;  // logged once until they recover
   std::int64_t store_applied_ = -1;       // the last value written to the store
+
+  mutable std::mutex report_mu_;
+  std::optional<ReconcileReport> last_report_;
 
   mutable std::mutex applied_mu_;
   std::condition_variable applied_cv_;
