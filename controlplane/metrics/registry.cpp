@@ -275,8 +275,8 @@ Family<T>& Registry::add_family(std::string name, std::string help, Type type,
     assert(it->second->label_names() == label_names && "a metric name has one label set");
     return static_cast<Family<T>&>(*it->second);
   }
-  auto family = std::make_unique<Family<T>>(name, std::move(help), type, std::move(label_names),
-                                            std::move(bounds));
+  std::unique_ptr<Family<T>> family(
+      new Family<T>(name, std::move(help), type, std::move(label_names), std::move(bounds)));
   auto& ref = *family;
   families_.emplace(std::move(name), std::move(family));
   return ref;

@@ -160,6 +160,8 @@ class FamilyBase {
   std::vector<std::string> label_names_;
 };
 
+class Registry;
+
 // One family of stored series, keyed by label values in label-name order.
 template <class T>
 class Family final : public FamilyBase {
@@ -169,20 +171,18 @@ class Family final : public FamilyBase {
   T& with(std::initializer_list<std::string_view> values);
   T& with(std::span<const std::string_view> values);
 
+ private:
+  friend class Registry;
   Family(std::string name, std::string help, Type type, std::vector<std::string> label_names,
          std::vector<double> bounds)
       : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
         bounds_(std::move(bounds)) {}
-
- private:
   void render(Exposition& e) const override;
 
   std::vector<double> bounds_;  // histograms only
   mutable std::mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<T>, LabelValuesLess> series_;
 };
-
-class Registry;
 
 // Removes its collector when destroyed; move-only.
 class CollectorHandle {

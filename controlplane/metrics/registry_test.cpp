@@ -1,8 +1,6 @@
 #include "controlplane/metrics/registry.h"
 
 #include <gtest/gtest.h>
-#include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +10,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "controlplane/metrics/testing/promtool.h"
 
 namespace portcullis::metrics {
 namespace {
@@ -234,22 +234,10 @@ TEST(MetricsRegistry, PromtoolAcceptsTheExposition) {
     e.sample("portcullis_tunnel_receive_bytes_total", {{"device", "d1"}}, std::uint64_t{7});
   });
   std::string text = r.render();
-
-  char path[] = "/tmp/pcl-metrics-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
-  close(fd);
-  std::string cmd = std::string("promtool check metrics < ") + path + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string output;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, p)) output += buf;
-  int status = pclose(p);
-  unlink(path);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output << "\n" << text;
-  EXPECT_EQ(output, "") << text;
+  auto check = testing::promtool_check(text);
+  ASSERT_TRUE(check);
+  EXPECT_TRUE(check->ok) << check->output << "\n" << text;
+  EXPECT_EQ(check->output, "") << text;
 }
 
 }  // namespace

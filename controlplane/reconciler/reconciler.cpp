@@ -503,10 +503,24 @@ void Reconciler::collect(metrics::Exposition& e) {
                 {{"error", rows.error().message()}});
     return;
   }
-  std::sort(rows->begin(), rows->end(), [](const auto& a, const auto& b) {
-    return std::tie(a.device, a.agent, a.protocol, a.port, a.direction, a.reason) <
-           std::tie(b.device, b.agent, b.protocol, b.port, b.direction, b.reason);
-  });
+  auto key = [](const bpf::PortCounters& c) {
+    return std::tie(c.device, c.agent, c.protocol, c.port, c.direction, c.reason);
+  };
+  std::sort(rows->begin(), rows->end(),
+            [&](const auto& a, const auto& b) { return key(a) < key(b); });
+  // One series per label set: rows with the same labels (if the map ever keys on more) are
+  // summed, as a duplicate series makes the whole scrape invalid.
+  std::vector<bpf::PortCounters> merged;
+  merged.reserve(rows->size());
+  for (auto& c : *rows) {
+    if (!merged.empty() && key(merged.back()) == key(c)) {
+      merged.back().packets += c.packets;
+      merged.back().bytes += c.bytes;
+    } else {
+      merged.push_back(std::move(c));
+    }
+  }
+  rows->swap(merged);
   struct Row {
     std::string agent, port;
     const bpf::PortCounters* c;

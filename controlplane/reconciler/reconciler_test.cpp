@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "controlplane/metrics/testing/promtool.h"
 #include "controlplane/reconciler/testing/fake_store.h"
 #include "dataplane/testing/fake_packet_filter.h"
 #include "dataplane/testing/fake_wireguard_device.h"
@@ -481,7 +482,7 @@ TEST_F(ReconcilerTest, PortCountersAreReadAtScrapeTime) {
     dropped.reason = bpf::VerdictReason::kPortNotAllowed;
     dropped.packets = 3;
     dropped.bytes = 180;
-    return std::vector<bpf::PortCounters>{allowed, dropped};
+    return std::vector<bpf::PortCounters>{dropped, allowed, dropped};  // a duplicate is summed
   };
   pass();
   EXPECT_EQ(reads, 0);
@@ -490,7 +491,7 @@ TEST_F(ReconcilerTest, PortCountersAreReadAtScrapeTime) {
   EXPECT_NE(text.find("# TYPE portcullis_filter_packets_total counter\n"
                       "portcullis_filter_packets_total{device=\"dev-a\",agent=\"10.255.0.2\","
                       "protocol=\"tcp\",port=\"22\",direction=\"to-agent\",verdict=\"dropped\","
-                      "reason=\"port-not-allowed\"} 3\n"
+                      "reason=\"port-not-allowed\"} 6\n"
                       "portcullis_filter_packets_total{device=\"dev-a\",agent=\"10.255.0.2\","
                       "protocol=\"tcp\",port=\"5985\",direction=\"to-agent\",verdict=\"allowed\","
                       "reason=\"allowed\"} 12\n"),
@@ -500,6 +501,30 @@ TEST_F(ReconcilerTest, PortCountersAreReadAtScrapeTime) {
                       "protocol=\"tcp\",port=\"5985\",direction=\"to-agent\",verdict=\"allowed\","
                       "reason=\"allowed\"} 3400\n"),
             std::string::npos);
+}
+
+TEST_F(ReconcilerTest, PromtoolAcceptsTheReconcilersExposition) {
+  options_.port_counters = [&]() -> Result<std::vector<bpf::PortCounters>> {
+    bpf::PortCounters known;
+    known.agent = ip("10.255.0.2");
+    known.device = "dev-a";
+    known.protocol = IPPROTO_TCP;
+    known.port = 5985;
+    known.packets = 12;
+    bpf::PortCounters malformed;  // no agent, no port
+    malformed.reason = bpf::VerdictReason::kMalformed;
+    malformed.direction = bpf::Direction::kFromAgent;
+    malformed.packets = 1;
+    return std::vector<bpf::PortCounters>{known, malformed};
+  };
+  pass();
+  wg_.state().peers[0].last_handshake = wg::Clock::time_point(std::chrono::seconds(clock_.unix));
+  pass();
+  std::string text = metrics_.render();
+  auto check = metrics::testing::promtool_check(text);
+  if (!check) GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  EXPECT_TRUE(check->ok) << check->output << "\n" << text;
+  EXPECT_EQ(check->output, "") << text;
 }
 
 TEST_F(ReconcilerTest, TheThreadAppliesWakesAndStops) {
