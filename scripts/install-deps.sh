@@ -15,7 +15,7 @@ run_pkgs=(wireguard-go wireguard-tools nftables iproute2)
 test_pkgs=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev clang-format
   iperf3 iptables iputils-ping netcat-openbsd socat python3 procps
-  qemu-system-x86 busybox-static
+  qemu-system-x86 busybox-static openssl
   prometheus  # promtool: metrics_test checks the /metrics exposition
 )
 
