@@ -34,6 +34,7 @@
 #include "dataplane/base/key_file.h"
 #include "dataplane/base/log.h"
 #include "dataplane/bpf/bpf_filter.h"
+#include "dataplane/bpf/bpffs.h"
 #include "dataplane/link/netlink_links.h"
 #include "dataplane/nftables/nftables_filter.h"
 #include "dataplane/tunnel/tunnel_interface.h"
@@ -137,6 +138,11 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
 
   auto nft = nftables::NftablesFilter::open();
   if (!nft) return fatal(nft.error(), "cannot open nftables");
+  if (auto mounted = bpf::ensure_bpffs("/sys/fs/bpf"); !mounted) {
+    return fatal(mounted.error(), "cannot use the BPF filesystem");
+  } else if (*mounted) {
+    log_notice("mounted the BPF filesystem", {{"path", "/sys/fs/bpf"}});
+  }
   bpf::BpfFilter ebpf;
 
   metrics::Registry metrics;
