@@ -131,6 +131,24 @@ Reconciler::~Reconciler() {
 }
 
 Result<ReconcileReport> Reconciler::reconcile_once() {
+  {
+    std::lock_guard lock(loop_mu_);
+    scheduler_.pass_started(clock_.steady());
+  }
+  auto report = run_pass();
+  bool ok = report && report->applied;
+  std::lock_guard lock(loop_mu_);
+  if (!report && !store_read_failing_) {
+    log_error("reconcile failed, retrying with backoff", {{"error", report.error().message()}});
+  } else if (report && store_read_failing_) {
+    log_notice("reconcile recovered", {{"layer", "store"}});
+  }
+  store_read_failing_ = !report;
+  scheduler_.pass_finished(clock_.steady(), ok);
+  return report;
+}
+
+Result<ReconcileReport> Reconciler::run_pass() {
   std::lock_guard pass(pass_mu_);
   auto started = clock_.steady();
 
@@ -429,20 +447,9 @@ PassScheduler::TimePoint Reconciler::next_pass() const {
 bool Reconciler::run_due() {
   {
     std::lock_guard lock(loop_mu_);
-    auto now = clock_.steady();
-    if (!scheduler_.due(now)) return false;
-    scheduler_.pass_started(now);
+    if (!scheduler_.due(clock_.steady())) return false;
   }
-  auto report = reconcile_once();
-  bool ok = report && report->applied;
-  std::lock_guard lock(loop_mu_);
-  if (!report && !store_read_failing_) {
-    log_error("reconcile failed, retrying with backoff", {{"error", report.error().message()}});
-  } else if (report && store_read_failing_) {
-    log_notice("reconcile recovered", {{"layer", "store"}});
-  }
-  store_read_failing_ = !report;
-  scheduler_.pass_finished(clock_.steady(), ok);
+  (void)reconcile_once();  // logs its own failures
   return true;
 }
 

@@ -99,8 +99,9 @@ class Reconciler {
   Reconciler(const Reconciler&) = delete;
   Reconciler& operator=(const Reconciler&) = delete;
 
-  // One pass now, on the calling thread (serialised with the loop's passes). Fails only when
-  // the store cannot be read; a failing layer is reported in the report.
+  // One pass now, on the calling thread (serialised with the loop's passes; it counts for the
+  // schedule, so start() after it waits for the next wake or resync). Fails only when the store
+  // cannot be read; a failing layer is reported in the report.
   Result<ReconcileReport> reconcile_once();
 
   // The loop: a thread that runs due passes (see PassScheduler). Wakes merge.
@@ -124,6 +125,7 @@ class Reconciler {
  private:
   struct Instruments;
 
+  Result<ReconcileReport> run_pass();
   LayerReport reconcile_wireguard(const Desired& want);
   LayerReport reconcile_filter(FilterLayer& layer, const Desired& want);
   void record_drift(const LayerReport& layer, std::int64_t generation);

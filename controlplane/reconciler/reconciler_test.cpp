@@ -380,6 +380,17 @@ TEST_F(ReconcilerTest, WakesMergeUnderMinIntervalAndResyncRunsOnItsTimer) {
   EXPECT_EQ(wg_.read_calls(), reads + 2);
 }
 
+TEST_F(ReconcilerTest, AManualPassCountsForTheScheduleAndLeavesItsReport) {
+  EXPECT_FALSE(rec().last_report());
+  pass();  // e.g. main() before start()
+  EXPECT_FALSE(rec().run_due());
+  EXPECT_EQ(rec().next_pass(), clock_.steady + milliseconds(5000));
+  auto report = rec().last_report();
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->applied);
+  EXPECT_EQ(report->layers.size(), 3u);
+}
+
 TEST_F(ReconcilerTest, RepeatedFailuresBackOff) {
   EXPECT_TRUE(rec().run_due());
   bpf_.fail_apply(1, Error::from_errno(EIO, "map"));
