@@ -498,7 +498,9 @@ Response AgentApi::vpn_ensure(const Request& request) {
   const std::int64_t now = clock_();
   OrchestrationDocument doc{
       .device_id = device->id,
-      .gateway_endpoint = config_.gateway_endpoint,
+      .gateway_endpoint = config_.gateway_endpoint.empty()
+                              ? endpoint_from_host(request.header("Host"), config_.gateway_port)
+                              : config_.gateway_endpoint,
       .gateway_port = config_.gateway_port,
       .gateway_wg_public_key = config_.gateway_wg_public_key,
       .address = IpPrefix::host(*address),

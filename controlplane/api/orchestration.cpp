@@ -35,4 +35,16 @@ SignedDocument sign_document(const OrchestrationDocument& doc, const SigningKey&
   return out;
 }
 
+std::string endpoint_from_host(std::string_view host, std::uint16_t port) {
+  if (host.empty()) return "";
+  if (host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string_view::npos) return "";
+    host = host.substr(0, close + 1);
+  } else if (auto colon = host.find(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+
 }  // namespace portcullis::api

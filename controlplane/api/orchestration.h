@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "controlplane/api/crypto.h"
@@ -51,5 +52,11 @@ struct SignedDocument {
 };
 
 SignedDocument sign_document(const OrchestrationDocument& doc, const SigningKey& key);
+
+// The WireGuard endpoint when none is configured: the host the agent used to reach this API (it
+// reached us there, so it can reach UDP on the same host), with the WireGuard port.
+// "gw.example:8443" -> "gw.example:30000", "[2001:db8::1]:8443" -> "[2001:db8::1]:30000";
+// "" for an empty or malformed Host header.
+std::string endpoint_from_host(std::string_view host_header, std::uint16_t port);
 
 }  // namespace portcullis::api

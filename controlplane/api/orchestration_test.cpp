@@ -43,5 +43,14 @@ TEST(Orchestration, SignatureCoversTheExactBytes) {
   EXPECT_FALSE(ed25519_verify(key.public_key(), s.document + " ", *sig));
 }
 
+TEST(EndpointFromHost, KeepsTheHostAndUsesTheWireguardPort) {
+  EXPECT_EQ(endpoint_from_host("gw.example:8443", 30000), "gw.example:30000");
+  EXPECT_EQ(endpoint_from_host("gw.example", 30000), "gw.example:30000");
+  EXPECT_EQ(endpoint_from_host("192.0.2.1:8443", 30000), "192.0.2.1:30000");
+  EXPECT_EQ(endpoint_from_host("[2001:db8::1]:8443", 30000), "[2001:db8::1]:30000");
+  EXPECT_EQ(endpoint_from_host("[2001:db8::1", 30000), "");
+  EXPECT_EQ(endpoint_from_host("", 30000), "");
+}
+
 }  // namespace
 }  // namespace portcullis::api
