@@ -3,7 +3,7 @@
 //
 //   filter_bench [--devices 10000] [--ports 5] [--rounds 5] [--changes 400] [--cli-changes 60]
 //                [--sizes 100,1000,10000] [--iperf-seconds 5] [--iperf-runs 3]
-//                [--sections cold,change,path]
+//                [--sections cold,change,path] [--link veth|wireguard]
 //
 // cold    ours (NftablesFilter::open + build) vs `nft -f` of `nft list table inet portcullis` as
 //         our build left it (so the text is the same table, sets, chains and elements), each
@@ -26,6 +26,9 @@
 //            | veth
 //      pcl-fbag-<pid>   vb: last device's address /16, middle device's /32,     iperf3 -s
 //                       route 10.9.0.0/24 via 10.255.0.1
+//
+// --link wireguard replaces the agent veth with a wireguard-go tunnel (gateway pclf<pid>,
+// UDP 30000 over a veth underlay; agent pclg<pid>): the filters then sit on an L3 TUN device.
 //
 // Everything runs in namespaces this program creates. The measuring process is a child; the
 // parent forwards SIGINT/SIGTERM/SIGHUP to it and, when it ends however it ends, deletes the
@@ -395,9 +398,10 @@ double received_gbps(const std::string& json) {
 
 class PacketPath {
  public:
-  PacketPath(const FilterContents& contents, int seconds)
+  PacketPath(const FilterContents& contents, int seconds, bool wireguard)
       : contents_(contents),
         seconds_(seconds),
+        wireguard_(wireguard),
         tun_("pclf" + std::to_string(::getpid())),
         settings_(make_settings(tun_)),
         rules_path_(scratch_dir(::getpid()) + "/iptables.rules") {
@@ -426,27 +430,25 @@ class PacketPath {
   PathRun measure(PathMode mode) {
     TestNetns op("fbop"), gw("fbgw"), ag("fbag");
     if (!op.ok() || !gw.ok() || !ag.ok()) die("cannot create network namespaces (run as root)");
-    if (!testing::add_veth(gw, "vg", op, "vo") || !testing::add_veth(gw, tun_, ag, "vb")) {
-      die("cannot create veth pairs");
-    }
+    if (!testing::add_veth(gw, "vg", op, "vo")) die("cannot create veth pairs");
     sh(op, "ip addr add 10.9.0.2/24 dev vo && ip route add default via 10.9.0.1");
-    sh(gw, "ip addr add 10.9.0.1/24 dev vg && ip addr add 10.255.0.1/16 dev " + tun_ +
-               " && sysctl -qw net.ipv4.ip_forward=1");
-    sh(ag, "ip addr add " + last_.agent.to_string() + "/16 dev vb && ip addr add " +
-               middle_.agent.to_string() + "/32 dev vb && ip route add 10.9.0.0/24 via 10.255.0.1");
-    // Static neighbours on the agent link: the eBPF filter drops ARP (it passes IPv4 only, as
-    // on a WireGuard device, which has no ARP), so nothing may need it during the runs.
-    auto mac = [](const TestNetns& ns, const std::string& ifname) {
-      auto r = ns.run("cat /sys/class/net/" + ifname + "/address");
-      if (!r.ok() || r.out.size() < 17) die("read MAC address of " + ifname + " in " + ns.name());
-      return r.out.substr(0, 17);
-    };
-    const std::string gw_mac = mac(gw, tun_), ag_mac = mac(ag, "vb");
-    for (const auto* e : {&last_, &middle_}) {
-      sh(gw, "ip neigh replace " + e->agent.to_string() + " lladdr " + ag_mac + " dev " + tun_ +
-                 " nud permanent");
+    sh(gw, "ip addr add 10.9.0.1/24 dev vg && sysctl -qw net.ipv4.ip_forward=1");
+    // wireguard-go leaves its UAPI socket behind when killed: stop it by deleting its link.
+    struct WireguardStop {
+      const TestNetns* gw = nullptr;
+      const TestNetns* ag = nullptr;
+      std::string gw_if, ag_if;
+      ~WireguardStop() {
+        if (gw) gw->run("ip link del " + gw_if + " 2>/dev/null");
+        if (ag) ag->run("ip link del " + ag_if + " 2>/dev/null");
+      }
+    } stop;
+    if (wireguard_) {
+      stop = {&gw, &ag, tun_, agent_if()};
+      connect_wireguard(gw, ag);
+    } else {
+      connect_veth(gw, ag);
     }
-    sh(ag, "ip neigh replace 10.255.0.1 lladdr " + gw_mac + " dev vb nud permanent");
 
     std::vector<std::uint16_t> listen = {last_.port};
     if (middle_.port != last_.port) listen.push_back(middle_.port);
@@ -510,9 +512,66 @@ class PacketPath {
     return r;  // the namespaces go with their filters, tables and processes
   }
 
+  std::string agent_if() const { return "pclg" + std::to_string(::getpid()); }
+
  private:
+  // gateway tun_ 10.255.0.1/16 == veth == agent vb (the agent's addresses, on one link).
+  void connect_veth(const TestNetns& gw, const TestNetns& ag) {
+    if (!testing::add_veth(gw, tun_, ag, "vb")) die("cannot create veth pairs");
+    sh(gw, "ip addr add 10.255.0.1/16 dev " + tun_);
+    sh(ag, "ip addr add " + last_.agent.to_string() + "/16 dev vb && ip addr add " +
+               middle_.agent.to_string() + "/32 dev vb && ip route add 10.9.0.0/24 via 10.255.0.1");
+    // Static neighbours on the agent link: the eBPF filter drops ARP (it passes IPv4 only, as
+    // on a WireGuard device, which has no ARP), so nothing may need it during the runs.
+    auto mac = [](const TestNetns& ns, const std::string& ifname) {
+      auto r = ns.run("cat /sys/class/net/" + ifname + "/address");
+      if (!r.ok() || r.out.size() < 17) die("read MAC address of " + ifname + " in " + ns.name());
+      return r.out.substr(0, 17);
+    };
+    const std::string gw_mac = mac(gw, tun_), ag_mac = mac(ag, "vb");
+    for (const auto* e : {&last_, &middle_}) {
+      sh(gw, "ip neigh replace " + e->agent.to_string() + " lladdr " + ag_mac + " dev " + tun_ +
+                 " nud permanent");
+    }
+    sh(ag, "ip neigh replace 10.255.0.1 lladdr " + gw_mac + " dev vb nud permanent");
+  }
+
+  // gateway wireguard-go tun_ 10.255.0.1/16, UDP 30000 on vu 10.0.1.1/24
+  //   == veth underlay ==
+  // agent wireguard-go pclg<pid> (the agent's addresses), endpoint 10.0.1.1:30000
+  void connect_wireguard(const TestNetns& gw, const TestNetns& ag) {
+    if (!testing::add_veth(gw, "vu", ag, "vu")) die("cannot create the underlay veth pair");
+    sh(gw, "ip addr add 10.0.1.1/24 dev vu");
+    sh(ag, "ip addr add 10.0.1.2/24 dev vu");
+    const std::string dir = scratch_dir(::getpid());
+    sh("umask 077 && wg genkey > " + dir + "/gw.key && wg genkey > " + dir + "/ag.key");
+    auto pub = [&](const std::string& key) {
+      auto r = run("wg pubkey < " + dir + "/" + key);
+      if (!r.ok() || r.out.size() < 44) die("wg pubkey failed");
+      return r.out.substr(0, 44);
+    };
+    const std::string gw_pub = pub("gw.key"), ag_pub = pub("ag.key");
+    const std::string ag_if = agent_if();
+    sh(gw, "wireguard-go " + tun_ + " >/dev/null 2>&1 && wg set " + tun_ +
+               " listen-port 30000 private-key " + dir + "/gw.key peer " + ag_pub +
+               " allowed-ips " + last_.agent.to_string() + "/32," + middle_.agent.to_string() +
+               "/32 && ip addr add 10.255.0.1/16 dev " + tun_ + " && ip link set " + tun_ + " up");
+    sh(ag, "wireguard-go " + ag_if + " >/dev/null 2>&1 && wg set " + ag_if + " private-key " + dir +
+               "/ag.key peer " + gw_pub +
+               " endpoint 10.0.1.1:30000 allowed-ips 10.255.0.0/16,10.9.0.0/24"
+               " persistent-keepalive 1 && ip addr add " +
+               last_.agent.to_string() + "/32 dev " + ag_if + " && ip addr add " +
+               middle_.agent.to_string() + "/32 dev " + ag_if + " && ip link set " + ag_if +
+               " up && ip route add 10.255.0.0/16 dev " + ag_if +
+               " && ip route add 10.9.0.0/24 dev " + ag_if);
+    // The first handshake, before any filter (the filters drop ICMP).
+    sh(gw, "for i in $(seq 50); do ping -c 1 -W 1 " + last_.agent.to_string() +
+               " >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1");
+  }
+
   const FilterContents& contents_;
   int seconds_;
+  bool wireguard_;
   std::string tun_;
   FilterSettings settings_;
   std::string rules_path_;
@@ -547,6 +606,7 @@ struct Options {
   int iperf_seconds = 5;
   int iperf_runs = 3;
   bool cold = true, change = true, path = true;
+  bool wireguard = false;  // --link wireguard: the agent link is a wireguard-go tunnel
 };
 
 int bench_main(const Options& o) {
@@ -599,7 +659,7 @@ int bench_main(const Options& o) {
                               PathMode::kBpf,          PathMode::kBoth,
                               PathMode::kIptablesLast, PathMode::kIptablesMiddle,
                               PathMode::kLegacyLast};
-    PacketPath path(contents, o.iperf_seconds);
+    PacketPath path(contents, o.iperf_seconds, o.wireguard);
     std::vector<std::vector<PathRun>> runs(std::size(modes));
     for (int r = 0; r < o.iperf_runs; ++r) {
       for (std::size_t m = 0; m < std::size(modes); ++m) {
@@ -609,9 +669,9 @@ int bench_main(const Options& o) {
       }
     }
     std::printf(
-        "packet path: iperf3 TCP, operator -> gateway -> agent over veth, %d s x %d runs "
+        "packet path: iperf3 TCP, operator -> gateway -> agent over %s, %d s x %d runs "
         "(median), Gbit/s:\n",
-        o.iperf_seconds, o.iperf_runs);
+        o.wireguard ? "wireguard-go" : "veth", o.iperf_seconds, o.iperf_runs);
     std::printf("  %-28s | %8s | %6s | %s\n", "mode", "Gbit/s", "ratio", "checks");
     double base = 0;
     for (std::size_t m = 0; m < std::size(modes); ++m) {
@@ -688,6 +748,10 @@ int remove_leftovers(pid_t pid) {
     run("ip netns del " + name + " 2>/dev/null");
   }
   run("rm -rf " + scratch_dir(pid));
+  // wireguard-go's UAPI sockets (--link wireguard), if it was killed.
+  for (const char* prefix : {"pclf", "pclg"}) {
+    ::unlink(("/var/run/wireguard/" + std::string(prefix) + std::to_string(pid) + ".sock").c_str());
+  }
   return static_cast<int>(names.size());
 }
 
@@ -755,6 +819,10 @@ int main(int argc, char** argv) {
       o.iperf_seconds = std::stoi(next());
     } else if (a == "--iperf-runs") {
       o.iperf_runs = std::stoi(next());
+    } else if (a == "--link") {
+      std::string link = next();
+      if (link != "veth" && link != "wireguard") die("--link is veth or wireguard");
+      o.wireguard = link == "wireguard";
     } else if (a == "--sections") {
       std::string s = "," + next() + ",";
       o.cold = s.find(",cold,") != std::string::npos;
