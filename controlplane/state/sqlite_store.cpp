@@ -103,6 +103,25 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 )sql",
+    // 2: operator accounts and sessions (operator_store.h, sqlite_operator_store.cpp).
+    R"sql(
+CREATE TABLE operators (
+  name TEXT PRIMARY KEY,
+  password_hash TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE operator_sessions (
+  token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+  operator_name TEXT NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+  csrf_hash BLOB NOT NULL CHECK (length(csrf_hash) = 32),
+  source TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX operator_sessions_by_expiry ON operator_sessions (expires_at);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

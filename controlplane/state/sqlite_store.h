@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "controlplane/state/operator_store.h"
 #include "controlplane/state/sqlite_db.h"
 #include "controlplane/state/store.h"
 
@@ -23,7 +24,7 @@ struct SqliteOptions {
   int busy_timeout_ms = 5000;
 };
 
-class SqliteStore final : public Store {
+class SqliteStore final : public Store, public OperatorStore {
  public:
   // The schema version this build writes (PRAGMA user_version after migrations).
   static int schema_version();
@@ -69,6 +70,18 @@ class SqliteStore final : public Store {
   Status audit(const AuditEvent& e) override;
   Result<std::vector<AuditEvent>> list_audit(std::int64_t after_id, int limit) override;
 
+  // OperatorStore (sqlite_operator_store.cpp).
+  Result<bool> has_admin() override;
+  Status create_first_admin(const OperatorAccount& account) override;
+  Status add_operator(const OperatorAccount& account) override;
+  Result<std::optional<OperatorAccount>> find_operator(const std::string& name) override;
+  Result<std::vector<OperatorAccount>> list_operators() override;
+  Status add_session(const KeyBytes& token_hash, const OperatorSession& s, Timestamp now) override;
+  Result<std::optional<OperatorSession>> find_session(const KeyBytes& token_hash,
+                                                      Timestamp now) override;
+  Status delete_session(const KeyBytes& token_hash) override;
+  Result<std::vector<AuditEvent>> list_audit_newest(std::int64_t before_id, int limit) override;
+
  private:
   explicit SqliteStore(Db db) : db_(std::move(db)) {}
 
@@ -76,6 +89,7 @@ class SqliteStore final : public Store {
   Result<std::optional<Device>> find_device_locked(const std::string& id);
   Result<std::vector<PortRule>> device_ports_locked(const std::string& id, const std::string& what);
   Result<std::int64_t> bump_generation_locked(const std::string& what);
+  Status insert_operator_locked(const OperatorAccount& account, const std::string& what);
 
   std::mutex mu_;
   Db db_;
