@@ -1,0 +1,283 @@
+// portcullisd benchmark: the real daemon in a namespace of its own (pcl-dbench-<pid>,
+// wireguard-go), driven over HTTPS by simulated agents, as issue 6 asks:
+//
+//   daemon_bench [--agents 10000] [--concurrency 64] [--portcullisd PATH]
+//
+//   (a) ensure storm: N agents enroll with codes (created beforehand over the admin socket, not
+//       timed), poll and vpn/ensure over HTTPS, C threads each with its own libcurl handle and
+//       keep-alive connection: throughput, p50/p99 latency per endpoint, errors
+//       (goal: >= 500 ensures/s, p99 < 50 ms, 0 errors)
+//   (b) restart at N devices: SIGTERM, start again; time from start to /health 200 ready, and the
+//       changing calls of the adoption pass (goal: < 2 s, 0 writes)
+//   (c) daemon RSS at N devices (VmRSS of /proc/<pid>/status; goal <= 64 MiB)
+// The agents run on the same machine as the daemon: their TLS and signatures take CPU from it.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "controlplane/admin/admin_socket.h"
+#include "tests/support/agent_client.h"
+#include "tests/support/netns.h"
+#include "tests/support/portcullisd_process.h"
+
+namespace portcullis::bench {
+namespace {
+
+using nlohmann::json;
+using testing::HttpReply;
+using testing::HttpsClient;
+using testing::NetnsGuard;
+using testing::SimulatedAgent;
+using Clock = std::chrono::steady_clock;
+using Ms = std::chrono::duration<double, std::milli>;
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "daemon_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+// "VmRSS:     12345 kB" -> MiB
+double status_mib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with(field + ":")) {
+      return std::strtod(line.c_str() + field.size() + 1, nullptr) / 1024.0;
+    }
+  }
+  return -1;
+}
+
+std::size_t count_lines(const std::string& s) {
+  return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+struct Latencies {
+  std::vector<double> enroll, poll, ensure;
+  void merge(const Latencies& o) {
+    enroll.insert(enroll.end(), o.enroll.begin(), o.enroll.end());
+    poll.insert(poll.end(), o.poll.begin(), o.poll.end());
+    ensure.insert(ensure.end(), o.ensure.begin(), o.ensure.end());
+  }
+};
+
+void print_latency(const char* name, const std::vector<double>& v) {
+  std::printf("  %-7s n=%zu p50=%.2f ms p99=%.2f ms max=%.2f ms\n", name, v.size(),
+              percentile(v, 0.5), percentile(v, 0.99),
+              v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()));
+}
+
+int run(int argc, char** argv) {
+  int agents = 10000, concurrency = 64;
+  std::string binary = PORTCULLISD_BINARY;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--agents") {
+      agents = std::atoi(argv[i + 1]);
+    } else if (a == "--concurrency") {
+      concurrency = std::atoi(argv[i + 1]);
+    } else if (a == "--portcullisd") {
+      binary = argv[i + 1];
+    } else {
+      die("usage: daemon_bench [--agents N] [--concurrency C] [--portcullisd PATH]");
+    }
+  }
+  if (::geteuid() != 0) die("needs root (network namespace, nftables, BPF)");
+
+  char tmpl[] = "/tmp/pcl-dbench-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) die("mkdtemp");
+  const std::string dir = tmpl;
+  const std::string ifname = "pclb" + std::to_string(::getpid());
+  testing::TestNetns ns("dbench");
+  if (!ns.ok()) die("ip netns add " + ns.name());
+
+  testing::PortcullisdOptions opts;
+  opts.binary = binary;
+  opts.netns_path = ns.path();
+  opts.state_dir = dir + "/state";
+  opts.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", ifname},
+              {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
+              {"PORTCULLIS_WIREGUARD_ENDPOINT", "192.0.2.1:30000"},
+              {"PORTCULLIS_API_LISTEN", "127.0.0.1"},
+              {"PORTCULLIS_API_PORT", "8443"}};
+  auto cleanup = [&] { testing::run("rm -rf /sys/fs/bpf/portcullis/" + ifname + " " + dir); };
+  testing::PortcullisdProcess daemon(opts);
+  if (auto err = daemon.start(std::chrono::seconds(60)); !err.empty()) {
+    cleanup();
+    die(err);
+  }
+  const std::string url = "https://127.0.0.1:8443";
+  const std::string pin = daemon.log_field("portcullisd ready", "tls_pin").value_or("");
+  std::printf("portcullisd %s, pid %d, %d agents, concurrency %d, %u CPUs\n", binary.c_str(),
+              daemon.pid(), agents, concurrency, std::thread::hardware_concurrency());
+  std::printf("RSS at 0 devices: %.1f MiB\n", status_mib(daemon.pid(), "VmRSS"));
+
+  // Codes and agent keys beforehand (not timed).
+  auto t_codes = Clock::now();
+  std::vector<std::string> codes(agents);
+  for (int i = 0; i < agents; ++i) {
+    auto r =
+        admin::admin_request(daemon.admin_socket(), "enrollment-code.create", {{"ttl_s", 7200}});
+    if (!r) die("enrollment-code.create: " + r.error().message());
+    codes[i] = r->value("code", "");
+  }
+  std::printf("created %d enrollment codes over the admin socket in %.1f s\n", agents,
+              Ms(Clock::now() - t_codes).count() / 1000);
+  std::vector<std::unique_ptr<SimulatedAgent>> sims;
+  for (int i = 0; i < agents; ++i) {
+    sims.push_back(std::make_unique<SimulatedAgent>("bench-" + std::to_string(i)));
+  }
+
+  // (a) The storm.
+  std::atomic<int> next{0};
+  std::atomic<int> errors{0};
+  std::mutex mu;
+  Latencies all;
+  std::string first_error;
+  auto timed = [](auto&& fn, std::vector<double>& into) {
+    auto t0 = Clock::now();
+    HttpReply r = fn();
+    into.push_back(Ms(Clock::now() - t0).count());
+    return r;
+  };
+  const auto storm_start = Clock::now();
+  std::vector<std::thread> threads;
+  std::atomic<long> connections{0};
+  for (int t = 0; t < concurrency; ++t) {
+    threads.emplace_back([&] {
+      NetnsGuard in(ns.path());
+      if (!in.ok()) die("setns");
+      HttpsClient client(url, pin);
+      Latencies mine;
+      long opened = 0;
+      for (int i; (i = next++) < agents;) {
+        SimulatedAgent& a = *sims[i];
+        std::string err;
+        HttpReply r = timed([&] { return a.enroll(client, codes[i]); }, mine.enroll);
+        opened += r.new_connections;
+        if (r.status != 200 || r.body.value("status", "") != "approved") {
+          err = "enroll: " + std::to_string(r.status) + " " + r.curl_error + r.text;
+        } else {
+          r = timed([&] { return a.poll(client); }, mine.poll);
+          opened += r.new_connections;
+          if (r.status != 200 || a.access_token.empty()) {
+            err = "poll: " + std::to_string(r.status) + " " + r.curl_error + r.text;
+          } else {
+            r = timed([&] { return a.ensure(client); }, mine.ensure);
+            opened += r.new_connections;
+            json doc;
+            err = a.verify_document(r, &doc);
+          }
+        }
+        if (!err.empty()) {
+          ++errors;
+          std::lock_guard lock(mu);
+          if (first_error.empty()) first_error = err;
+        }
+      }
+      connections += opened;
+      std::lock_guard lock(mu);
+      all.merge(mine);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double storm_s = Ms(Clock::now() - storm_start).count() / 1000;
+  std::printf(
+      "(a) ensure storm: %d agents in %.2f s: %.0f agents/s (enroll+poll+ensure each), "
+      "%.0f requests/s, %d errors, %ld TLS connections opened\n",
+      agents, storm_s, agents / storm_s, 3 * agents / storm_s, errors.load(), connections.load());
+  print_latency("enroll", all.enroll);
+  print_latency("poll", all.poll);
+  print_latency("ensure", all.ensure);
+  if (!first_error.empty()) std::printf("  first error: %s\n", first_error.c_str());
+
+  // The kernel catches up: every device a peer.
+  const auto converge_start = Clock::now();
+  std::size_t peers = 0;
+  while (Ms(Clock::now() - converge_start).count() < 60'000) {
+    peers = count_lines(ns.run("wg show " + ifname + " peers").out);
+    if (peers >= static_cast<std::size_t>(agents)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("    kernel holds %zu peers %.0f ms after the storm ended\n", peers,
+              Ms(Clock::now() - converge_start).count());
+
+  // /metrics at N devices.
+  {
+    NetnsGuard in(ns.path());
+    HttpsClient client(url, pin);
+    std::vector<double> scrape;
+    std::size_t bytes = 0;
+    for (int i = 0; i < 5; ++i) {
+      auto t0 = Clock::now();
+      HttpReply m = client.get("/metrics");
+      scrape.push_back(Ms(Clock::now() - t0).count());
+      bytes = m.text.size();
+      if (m.status != 200) std::printf("    /metrics answered %ld\n", m.status);
+    }
+    std::printf("    GET /metrics at %d devices: %zu bytes, p50 %.1f ms\n", agents, bytes,
+                percentile(scrape, 0.5));
+  }
+
+  // (c) RSS.
+  std::printf("(c) RSS at %d devices: VmRSS %.1f MiB, VmHWM %.1f MiB\n", agents,
+              status_mib(daemon.pid(), "VmRSS"), status_mib(daemon.pid(), "VmHWM"));
+
+  // (b) Restart.
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // let a last pass settle
+  const int status = daemon.stop();
+  const auto restart_start = Clock::now();
+  if (auto err = daemon.start(std::chrono::seconds(60)); !err.empty()) {
+    cleanup();
+    die("restart: " + err);
+  }
+  double health_ms = -1;
+  {
+    NetnsGuard in(ns.path());
+    HttpsClient client(url, pin);
+    while (Ms(Clock::now() - restart_start).count() < 60'000) {
+      HttpReply h = client.get("/health");
+      if (h.status == 200 && h.body.value("status", "") == "ready") {
+        health_ms = Ms(Clock::now() - restart_start).count();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  std::printf(
+      "(b) restart at %d devices (SIGTERM exit %d): ready line after %.0f ms, /health 200 "
+      "ready after %.0f ms; adoption changing_calls=%s\n",
+      agents, status, Ms(daemon.start_to_ready()).count(), health_ms,
+      daemon.log_field("kernel state adopted", "changing_calls").value_or("?").c_str());
+  std::printf("    %s\n",
+              daemon.log_field("initial reconcile", "report").value_or("(no report)").c_str());
+  std::printf("    RSS after restart: VmRSS %.1f MiB\n", status_mib(daemon.pid(), "VmRSS"));
+
+  daemon.stop();
+  (void)testing::run("ip netns exec " + ns.name() + " ip link del " + ifname + " 2>/dev/null");
+  cleanup();
+  return errors == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace portcullis::bench
+
+int main(int argc, char** argv) { return portcullis::bench::run(argc, argv); }
