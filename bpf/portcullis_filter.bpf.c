@@ -33,6 +33,12 @@
 
 /* Set by the loader before load: bytes before the IP header (0 on L3 devices). */
 const volatile __u32 pcl_l2_len = 0;
+/*
+ * Set by the loader before load: a hash of this object as embedded in portcullisd. Unused here;
+ * it sits in the programs' .rodata so that a restarted daemon can tell whether the programs
+ * attached to the interface are the ones it would load itself (dataplane/bpf/bpf_filter.cpp).
+ */
+const volatile __u64 pcl_build_id = 0;
 
 /* Allowed triples: key (agent, proto, port) -> value flags. */
 struct {
@@ -173,6 +179,18 @@ static __always_inline __u64 flow_timeout(__u8 proto)
 	return proto == IPPROTO_TCP ? PCL_FLOW_TIMEOUT_TCP_NS : PCL_FLOW_TIMEOUT_UDP_NS;
 }
 
+/*
+ * Nanoseconds since the flow was last seen, 0 if it was stamped "after" now: another CPU may
+ * have stamped it, and bpf_ktime_get_ns() of two CPUs can disagree by a little. An unsigned
+ * difference would then be huge and expire a live flow.
+ */
+static __always_inline __u64 flow_age(__u64 now, const struct pcl_flow_value *flow)
+{
+	__u64 last = flow->last_seen_ns;
+
+	return now > last ? now - last : 0;
+}
+
 SEC("tc")
 int pcl_tc_egress(struct __sk_buff *skb)
 {
@@ -220,7 +238,7 @@ int pcl_tc_egress(struct __sk_buff *skb)
 		struct pcl_flow_value fresh = {.last_seen_ns = now};
 
 		bpf_map_update_elem(&pcl_flows, &flow_key, &fresh, BPF_ANY);
-	} else if (now - flow->last_seen_ns > PCL_FLOW_REFRESH_NS) {
+	} else if (flow_age(now, flow) > PCL_FLOW_REFRESH_NS) {
 		flow->last_seen_ns = now;
 	}
 	return count(skb, p.daddr, p.proto, p.dport, PCL_DIR_TO_AGENT, PCL_REASON_ALLOWED);
@@ -270,10 +288,10 @@ int pcl_tc_ingress(struct __sk_buff *skb)
 		return count(skb, p.saddr, p.proto, p.sport, PCL_DIR_FROM_AGENT,
 			     PCL_REASON_PORT_NOT_ALLOWED);
 	now = bpf_ktime_get_ns();
-	if (now - flow->last_seen_ns > flow_timeout(p.proto))
+	if (flow_age(now, flow) > flow_timeout(p.proto))
 		return count(skb, p.saddr, p.proto, p.sport, PCL_DIR_FROM_AGENT,
 			     PCL_REASON_NO_FLOW);
-	if (now - flow->last_seen_ns > PCL_FLOW_REFRESH_NS)
+	if (flow_age(now, flow) > PCL_FLOW_REFRESH_NS)
 		flow->last_seen_ns = now;
 	return count(skb, p.saddr, p.proto, p.sport, PCL_DIR_FROM_AGENT, PCL_REASON_ALLOWED);
 }

@@ -1,5 +1,6 @@
 #include "controlplane/reconciler/filter_layer.h"
 
+#include "dataplane/bpf/bpf_filter.h"
 #include "dataplane/nftables/nftables_filter.h"
 
 namespace portcullis::reconciler {
@@ -30,6 +31,18 @@ Result<LayerCheck> check_nftables(nftables::NftablesFilter& nft,
   return c;
 }
 
+Result<LayerCheck> check_ebpf(bpf::BpfFilter& ebpf, const filter::FilterSettings& settings,
+                              const filter::FilterContents& want) {
+  auto drift = ebpf.check(settings, want);
+  if (!drift) return fail(std::move(drift.error()));
+  LayerCheck c;
+  c.rebuild = drift->rebuild;
+  c.why = std::move(drift->why);
+  if (c.why.size() > kMaxWhy) c.why = c.why.substr(0, kMaxWhy) + "...";
+  c.elements = std::move(drift->elements);
+  return c;
+}
+
 }  // namespace
 
 Result<LayerCheck> check_contents(filter::PacketFilter& filter,
@@ -47,6 +60,14 @@ FilterLayer nftables_layer(nftables::NftablesFilter& nft) {
       "nftables", nft,
       [&nft](const filter::FilterSettings& settings, const filter::FilterContents& want) {
         return check_nftables(nft, settings, want);
+      }};
+}
+
+FilterLayer ebpf_layer(bpf::BpfFilter& ebpf) {
+  return FilterLayer{
+      "ebpf", ebpf,
+      [&ebpf](const filter::FilterSettings& settings, const filter::FilterContents& want) {
+        return check_ebpf(ebpf, settings, want);
       }};
 }
 

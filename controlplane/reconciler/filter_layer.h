@@ -11,6 +11,9 @@
 namespace portcullis::nftables {
 class NftablesFilter;
 }
+namespace portcullis::bpf {
+class BpfFilter;
+}
 
 namespace portcullis::reconciler {
 
@@ -37,5 +40,9 @@ Result<LayerCheck> check_contents(filter::PacketFilter& filter, const filter::Fi
 // nftables, checked with NftablesFilter::check() so that a flushed chain, a changed rule or a
 // deleted table is seen too (read() alone sees only set elements).
 FilterLayer nftables_layer(nftables::NftablesFilter& nft);
+
+// eBPF, checked with BpfFilter::check(): it adopts what a previous process left (no changing
+// call when that is current) and sees outdated or detached programs and changed sources too.
+FilterLayer ebpf_layer(bpf::BpfFilter& ebpf);
 
 }  // namespace portcullis::reconciler

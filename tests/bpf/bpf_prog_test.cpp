@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,11 +23,13 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "bpf/portcullis_filter.h"
 #include "dataplane/bpf/bpf_filter.h"
 
 namespace portcullis::bpf {
@@ -227,7 +230,8 @@ class BpfProgTest : public ::testing::Test {
     return n;
   }
 
-  BpfFilter filter_{BpfFilterOptions{.pin_root = "", .attach = false, .l2_header_len = 14}};
+  BpfFilter filter_{
+      BpfFilterOptions{.pin_root = "", .attach = false, .l2_header_len = 14, .tunnel_ifname = ""}};
 };
 
 void remove_allowed(BpfFilter& f, AllowEntry e) {
@@ -532,8 +536,10 @@ class BpfPinTest : public ::testing::Test {
   }
 
   BpfFilterOptions options() const {
-    return BpfFilterOptions{
-        .pin_root = mount_point_ + "/portcullis", .attach = false, .l2_header_len = 14};
+    return BpfFilterOptions{.pin_root = mount_point_ + "/portcullis",
+                            .attach = false,
+                            .l2_header_len = 14,
+                            .tunnel_ifname = ""};
   }
   std::string pin(const char* name) const { return mount_point_ + "/portcullis/pcl-test/" + name; }
 
@@ -603,6 +609,60 @@ TEST_F(BpfPinTest, ForeignPinIsReplacedWithANotice) {
   ::close(pinned);
   EXPECT_EQ(info.type, BPF_MAP_TYPE_LRU_HASH);
   EXPECT_TRUE(f.remove());
+}
+
+// Flows stamped by hand in the pinned pcl_flows, relative to bpf_ktime_get_ns() (CLOCK_MONOTONIC).
+class BpfFlowClockTest : public BpfPinTest {
+ protected:
+  void SetUp() override {
+    BpfPinTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    filter_ = std::make_unique<BpfFilter>(options());
+    auto built = filter_->build(settings(), contents());
+    ASSERT_TRUE(built) << built.error().message();
+  }
+  void TearDown() override {
+    filter_.reset();
+    BpfPinTest::TearDown();
+  }
+  void stamp(const char* agent, std::uint16_t agent_port, Protocol proto, std::int64_t offset_ns) {
+    timespec ts;
+    ASSERT_EQ(::clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+    pcl_flow_key key{};
+    inet_pton(AF_INET, agent, &key.agent);
+    inet_pton(AF_INET, kOperator, &key.peer);
+    key.agent_port = agent_port;
+    key.peer_port = kEphemeral;
+    key.proto = static_cast<std::uint8_t>(proto);
+    pcl_flow_value value{};
+    value.last_seen_ns =
+        static_cast<std::uint64_t>(ts.tv_sec * 1'000'000'000LL + ts.tv_nsec + offset_ns);
+    int fd = bpf_obj_get(pin("pcl_flows").c_str());
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(bpf_map_update_elem(fd, &key, &value, BPF_ANY), 0);
+    ::close(fd);
+  }
+  int ingress(const Packet& p) {
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = p.bytes.data(),
+                .data_size_in = static_cast<std::uint32_t>(p.bytes.size()));
+    EXPECT_EQ(bpf_prog_test_run_opts(filter_->ingress_prog_fd(), &opts), 0);
+    return static_cast<int>(opts.retval);
+  }
+  std::unique_ptr<BpfFilter> filter_;
+};
+
+// Another CPU's clock may be a little ahead: a flow stamped "in the future" is live, not expired.
+TEST_F(BpfFlowClockTest, FlowStampedAheadOfThisCpuStillPasses) {
+  stamp(kAgentA, 5985, Protocol::kTcp, 2'000'000'000);
+  EXPECT_EQ(ingress(tcp(kAgentA, 5985, kOperator, kEphemeral, 0x12)), TC_ACT_OK);
+}
+
+TEST_F(BpfFlowClockTest, FlowNotSeenForItsTimeoutIsExpired) {
+  stamp(kAgentA, 3478, Protocol::kUdp,
+        -static_cast<std::int64_t>(PCL_FLOW_TIMEOUT_UDP_NS) - 1'000'000'000);
+  EXPECT_EQ(ingress(udp(kAgentA, 3478, kOperator, kEphemeral)), TC_ACT_SHOT);
+  stamp(kAgentA, 3478, Protocol::kUdp, -1'000'000'000);
+  EXPECT_EQ(ingress(udp(kAgentA, 3478, kOperator, kEphemeral)), TC_ACT_OK);
 }
 
 }  // namespace
