@@ -8,6 +8,7 @@
 
 #include "controlplane/api/access_token.h"
 #include "controlplane/api/json_input.h"
+#include "controlplane/api/json_response.h"
 #include "controlplane/api/orchestration.h"
 #include "controlplane/state/ids.h"
 #include "dataplane/base/log.h"
@@ -64,37 +65,8 @@ constexpr FieldRule kDetailsFields[] = {
 };
 constexpr std::span<const FieldRule> kNoFields{};
 
-Response json_response(int status, const json& body) {
-  Response r;
-  r.status = status;
-  r.content_type = "application/json";
-  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
-  return r;
-}
-
-Response error_response(int status, std::string_view code, std::string_view message,
-                        std::string_view field = {}) {
-  json body = {{"error", code}, {"message", message}};
-  if (!field.empty()) body["field"] = field;
-  Response r = json_response(status, body);
-  if (status == 401) {
-    r.headers.emplace_back("WWW-Authenticate",
-                           "Bearer realm=\"portcullis\", error=\"" + std::string(code) + "\"");
-  }
-  if (status == 503 || status == 429) r.headers.emplace_back("Retry-After", "1");
-  return r;
-}
-
-Response invalid(const InputError& e) {
-  return error_response(400, "invalid_request", e.message, e.field);
-}
-
-// A store failure: logged with its context, answered without it.
-Response internal(std::string_view event, const Error& e) {
-  log_error(event, {{"error", e.message()}});
-  return error_response(500, "internal_error",
-                        "the gateway could not complete the request; try again later");
-}
+Response invalid(const InputError& e) { return invalid_request(e); }
+Response internal(std::string_view event, const Error& e) { return internal_error(event, e); }
 
 Response proof_failed(ProofFailure f) {
   switch (f) {

@@ -58,6 +58,8 @@ const char* type_name(FieldType t) {
       return "a boolean";
     case FieldType::kObject:
       return "an object";
+    case FieldType::kArray:
+      return "an array";
   }
   return "?";
 }
@@ -72,6 +74,8 @@ bool has_type(const json& v, FieldType t) {
       return v.is_boolean();
     case FieldType::kObject:
       return v.is_object();
+    case FieldType::kArray:
+      return v.is_array();
   }
   return false;
 }
@@ -137,7 +141,8 @@ Checked<void> check_object(const json& value, std::span<const FieldRule> rules) 
         }
         break;
       }
-      case FieldType::kObject: {
+      case FieldType::kObject:
+      case FieldType::kArray: {
         if (has_float(*it)) return bad(rule.name, "floating-point numbers are not accepted");
         auto text = dump_json(*it);
         if (!text) return bad(rule.name, text.error().message);

@@ -25,13 +25,14 @@ namespace portcullis::api {
 
 inline constexpr int kMaxJsonDepth = 8;
 
-enum class FieldType { kString, kInteger, kBool, kObject };
+// kArray: any JSON array, limited by its serialized size; the handler checks the items.
+enum class FieldType { kString, kInteger, kBool, kObject, kArray };
 inline constexpr bool kRequired = true;
 inline constexpr bool kOptional = false;
 
 struct FieldLimits {
   std::size_t min_bytes = 0;    // strings
-  std::size_t max_bytes = 256;  // strings: UTF-8 bytes; objects: serialized bytes
+  std::size_t max_bytes = 256;  // strings: UTF-8 bytes; objects and arrays: serialized bytes
   std::int64_t min = std::numeric_limits<std::int64_t>::min();  // integers
   std::int64_t max = std::numeric_limits<std::int64_t>::max();
 };

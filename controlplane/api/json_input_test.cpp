@@ -78,5 +78,16 @@ TEST(JsonInput, DeepNestingIsRefusedBeforeParsing) {
   EXPECT_TRUE(parse_object(R"({"name":"[[[[[[[[","extra":{"k":"{{{{{{{{{{"}})", kRules));
 }
 
+TEST(JsonInput, ArraysAreTypedAndLimitedBySize) {
+  constexpr FieldRule kList[] = {{"items", FieldType::kArray, kRequired, {.max_bytes = 16}}};
+  EXPECT_TRUE(parse_object(R"({"items":["a","b"]})", kList));
+  auto not_array = parse_object(R"({"items":"a"})", kList);
+  ASSERT_FALSE(not_array);
+  EXPECT_EQ(not_array.error().field, "items");
+  auto big = parse_object(R"({"items":["0123456789","0123456789"]})", kList);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().field, "items");
+}
+
 }  // namespace
 }  // namespace portcullis::api

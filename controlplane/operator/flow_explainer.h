@@ -1,0 +1,60 @@
+#pragma once
+// What the operator API may know about the packet filter layers as the kernel holds them, for
+// GET /api/ruleset and GET /api/explain. The operator layer never calls netlink: the daemon
+// injects a FlowExplainer; PacketFilterExplainer reads the filters the reconciler drives
+// (NftablesFilter, BpfFilter) through their PacketFilter::read(), serialised with the
+// reconciler's passes by `exclusive` (Reconciler::inspect), since they share netlink sockets
+// and map handles with it.
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dataplane/filter/packet_filter.h"
+
+namespace portcullis::operator_api {
+
+struct LayerSummary {
+  std::string name;  // "nftables", "ebpf"
+  bool installed = false;
+  std::size_t agents = 0;   // agent addresses held
+  std::size_t allowed = 0;  // (address, protocol, port) entries held
+  std::string error;        // empty, or a short reason the layer could not be read
+};
+
+struct LayerLookup {
+  std::string name;
+  std::optional<bool> agent_known;  // the agent address is in the layer; empty: unreadable
+  std::optional<bool> allowed;      // the triple is in the layer; empty: unreadable
+  std::string error;
+};
+
+class FlowExplainer {
+ public:
+  virtual ~FlowExplainer() = default;
+  virtual std::vector<LayerSummary> summarize() = 0;
+  virtual std::vector<LayerLookup> lookup(const filter::AllowEntry& flow) = 0;
+};
+
+class PacketFilterExplainer final : public FlowExplainer {
+ public:
+  struct NamedFilter {
+    std::string name;
+    filter::PacketFilter& filter;
+  };
+  // `exclusive(fn)` runs fn while no reconcile pass runs.
+  using Exclusive = std::function<void(const std::function<void()>&)>;
+
+  PacketFilterExplainer(std::vector<NamedFilter> filters, Exclusive exclusive);
+
+  std::vector<LayerSummary> summarize() override;
+  std::vector<LayerLookup> lookup(const filter::AllowEntry& flow) override;
+
+ private:
+  std::vector<NamedFilter> filters_;
+  Exclusive exclusive_;
+};
+
+}  // namespace portcullis::operator_api
