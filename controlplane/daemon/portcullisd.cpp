@@ -143,7 +143,9 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
   } else if (*mounted) {
     log_notice("mounted the BPF filesystem", {{"path", "/sys/fs/bpf"}});
   }
-  bpf::BpfFilter ebpf;
+  bpf::BpfFilterOptions bpf_options;
+  bpf_options.tunnel_ifname = cfg.wireguard.interface;  // adopts a previous process's pins
+  bpf::BpfFilter ebpf(bpf_options);
 
   metrics::Registry metrics;
   reconciler::ReconcilerOptions ropts;
@@ -156,7 +158,7 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
   ropts.health.dead_after = cfg.tunnel.dead_after_s;
   ropts.port_counters = [&ebpf] { return ebpf.read_counters(); };
   reconciler::Reconciler rec(**store, *tun->device,
-                             {reconciler::nftables_layer(**nft), {"ebpf", ebpf}}, ropts, metrics);
+                             {reconciler::nftables_layer(**nft), reconciler::ebpf_layer(ebpf)}, ropts, metrics);
   auto first = rec.reconcile_once();
   if (!first) return fatal(first.error(), "cannot read the desired state");
   log_info("initial reconcile", {{"report", first->to_string()}});
