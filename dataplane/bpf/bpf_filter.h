@@ -79,6 +79,7 @@ struct BpfCheck {
   filter::FilterDelta elements;  // otherwise: map entries to add and remove
 };
 
+// Not thread-safe: one caller at a time (the reconciler serialises its passes and scrapes).
 class BpfFilter final : public filter::PacketFilter {
  public:
   explicit BpfFilter(BpfFilterOptions options = {});
