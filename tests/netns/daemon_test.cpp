@@ -258,8 +258,6 @@ class DaemonTest : public ::testing::Test {
       o.state_dir = state_dir();
       o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
                {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
-               {"PORTCULLIS_WIREGUARD_ENDPOINT",
-                std::string(kGatewayVeth) + ":" + std::to_string(kWgPort)},
                {"PORTCULLIS_API_LISTEN", api_listen},
                {"PORTCULLIS_API_PORT", std::to_string(kApiPort)},
                {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"},
@@ -350,6 +348,7 @@ TEST_F(DaemonTest, AgentLifecycle) {
   EXPECT_NE(agent_ip, "10.255.0.1");
   EXPECT_EQ(doc["allowed_ips"], json::array({"10.255.0.1/32"}));
   EXPECT_EQ(doc["gateway_wg_public_key"], *gw_wg_key);
+  // No endpoint configured: the host the agent used for the API, with the WireGuard port.
   EXPECT_EQ(doc["gateway_endpoint"], std::string(kGatewayVeth) + ":30000");
   EXPECT_EQ(doc["gateway_port"], kWgPort);
   EXPECT_EQ(doc["persistent_keepalive"], 30);
@@ -386,7 +385,9 @@ TEST_F(DaemonTest, AgentLifecycle) {
     d.private_key = agent.wg_private_key;
     wg::PeerChange gw;
     gw.public_key = *Key::from_base64(doc["gateway_wg_public_key"].get<std::string>());
-    gw.endpoint = Endpoint(*IpAddress::parse(kGatewayVeth), doc["gateway_port"].get<int>());
+    const std::string endpoint = doc["gateway_endpoint"];  // "10.0.9.1:30000"
+    gw.endpoint = Endpoint(*IpAddress::parse(endpoint.substr(0, endpoint.rfind(':'))),
+                           doc["gateway_port"].get<int>());
     gw.allowed_ips = std::vector<IpPrefix>{*IpPrefix::parse("10.255.0.1/32")};
     gw.persistent_keepalive = doc["persistent_keepalive"].get<int>();
     d.peers = {gw};
