@@ -1,0 +1,138 @@
+#include "agent/gateway_client.h"
+
+#include <mutex>
+
+namespace portcullis::agent {
+namespace {
+
+constexpr std::size_t kMaxReplyBytes = 256 * 1024;
+
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+struct Sink {
+  std::string text;
+  bool too_large = false;
+};
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* sink = static_cast<Sink*>(user);
+  if (sink->text.size() + size * n > kMaxReplyBytes) {
+    sink->too_large = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
+  sink->text.append(data, size * n);
+  return size * n;
+}
+
+Error transport_error(CURLcode code, const std::string& url, const char* detail) {
+  const std::string what =
+      std::string(curl_easy_strerror(code)) +
+      (detail != nullptr && *detail != '\0' ? std::string(" (") + detail + ")" : std::string());
+  switch (code) {
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      return Error::from_errno(
+          EKEYREJECTED,
+          "the gateway at " + url +
+              " presented a TLS public key that does not match gateway_pin: refusing to talk to "
+              "it (nothing was sent); check the pin against the gateway's tls_pin= log line");
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return Error::from_errno(EHOSTUNREACH, "resolve the gateway host of " + url + ": " + what);
+    case CURLE_COULDNT_CONNECT:
+      return Error::from_errno(ECONNREFUSED, "connect to the gateway at " + url + ": " + what);
+    case CURLE_OPERATION_TIMEDOUT:
+      return Error::from_errno(ETIMEDOUT, "request to the gateway at " + url + ": " + what);
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return Error::from_errno(EPROTO, "TLS with the gateway at " + url + ": " + what);
+    default:
+      return Error::from_errno(EIO, "request to the gateway at " + url + ": " + what);
+  }
+}
+
+}  // namespace
+
+std::string ApiReply::describe() const {
+  std::string s = std::to_string(status);
+  if (!error.empty()) s += " " + error;
+  if (!message.empty()) s += ": " + message;
+  return s;
+}
+
+GatewayClient::GatewayClient(GatewayClientOptions options) : options_(std::move(options)) {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  curl_.reset(curl_easy_init());
+}
+
+GatewayClient::~GatewayClient() = default;
+
+Result<ApiReply> GatewayClient::post(const std::string& path, const nlohmann::json& body,
+                                     const std::string& bearer) {
+  CURL* c = curl_.get();
+  if (c == nullptr) return fail_errno(ENOMEM, "curl_easy_init");
+  curl_easy_reset(c);
+  const std::string url = options_.base_url + path;
+  const std::string text = body.dump();
+  Sink sink;
+  char errbuf[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+  // The gateway's certificate is self-signed: trust is the pinned public key alone, checked by
+  // curl in the handshake before the request is written. No CA store is read.
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+  curl_easy_setopt(c, CURLOPT_CAINFO, nullptr);
+  curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
+  curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, options_.pin.c_str());
+  curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(options_.connect_timeout.count()));
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout.count()));
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, text.data());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(text.size()));
+  curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
+  list = curl_slist_append(list, "Accept: application/json");
+  // CivetWeb does not answer "Expect: 100-continue": curl would wait a second for nothing.
+  list = curl_slist_append(list, "Expect:");
+  const std::string auth = "Authorization: Bearer " + bearer;
+  if (!bearer.empty()) list = curl_slist_append(list, auth.c_str());
+  std::unique_ptr<curl_slist, SlistDeleter> headers(list);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+
+  CURLcode code = curl_easy_perform(c);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
+  if (sink.too_large) {
+    return fail_errno(EMSGSIZE, "answer of the gateway at " + url + " is over " +
+                                    std::to_string(kMaxReplyBytes) + " bytes");
+  }
+  if (code != CURLE_OK) return fail(transport_error(code, url, errbuf));
+
+  ApiReply reply;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
+  reply.body = nlohmann::json::parse(sink.text, nullptr, false);
+  if (reply.body.is_discarded()) reply.body = nullptr;
+  if (!reply.ok()) {
+    if (reply.body.is_object()) {
+      if (auto e = reply.body.find("error"); e != reply.body.end() && e->is_string()) {
+        reply.error = e->get<std::string>();
+      }
+      if (auto m = reply.body.find("message"); m != reply.body.end() && m->is_string()) {
+        reply.message = m->get<std::string>();
+      }
+    } else {
+      reply.message = sink.text.substr(0, 200);
+    }
+  }
+  return reply;
+}
+
+}  // namespace portcullis::agent
