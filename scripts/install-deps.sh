@@ -9,7 +9,7 @@ build_pkgs=(
   clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev linux-libc-dev
   libmnl-dev libnftnl-dev libnetfilter-conntrack-dev libsodium-dev libexpected-dev
   libsqlite3-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libssl-dev
-  libcurl4-openssl-dev libsystemd-dev dpkg-dev
+  libcurl4-openssl-dev libsystemd-dev dpkg-dev libyaml-dev
 )
 run_pkgs=(wireguard-go wireguard-tools nftables iproute2)
 test_pkgs=(
