@@ -50,6 +50,11 @@ std::int64_t unix_now() {
       .count();
 }
 
+// CivetWeb gives each connection a worker thread for its whole keep-alive life, and agents keep
+// their connection open: with fewer threads than concurrently connected agents, the others wait
+// until a connection closes (up to the keep-alive timeout). Idle threads cost address space only.
+constexpr int kApiWorkerThreads = 128;
+
 int fatal(const Error& e, const char* what) {
   log_error(what, {{"error", e.message()}});
   return 1;
@@ -158,7 +163,8 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
   ropts.health.dead_after = cfg.tunnel.dead_after_s;
   ropts.port_counters = [&ebpf] { return ebpf.read_counters(); };
   reconciler::Reconciler rec(**store, *tun->device,
-                             {reconciler::nftables_layer(**nft), reconciler::ebpf_layer(ebpf)}, ropts, metrics);
+                             {reconciler::nftables_layer(**nft), reconciler::ebpf_layer(ebpf)},
+                             ropts, metrics);
   auto first = rec.reconcile_once();
   if (!first) return fatal(first.error(), "cannot read the desired state");
   log_info("initial reconcile", {{"report", first->to_string()}});
@@ -185,6 +191,7 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
   hcfg.cert_file = cfg.api.tls_cert;
   hcfg.key_file = cfg.api.tls_key;
   hcfg.max_body_bytes = static_cast<std::size_t>(cfg.api.max_body_bytes);
+  hcfg.worker_threads = kApiWorkerThreads;
   auto server = http::HttpsServer::start(hcfg, std::move(routes));
   if (!server) return fatal(server.error(), "cannot start the HTTPS API");
 
