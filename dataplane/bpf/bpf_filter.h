@@ -7,10 +7,11 @@
 // have this build's definitions and the programs attached to the interface are the pinned ones
 // and current. "Current" means their .rodata holds exactly what this process would load:
 // pcl_l2_len of the interface and pcl_build_id, a hash of the BPF object embedded in this
-// binary. Anything else (a new daemon version, a detached filter, a changed map) is replaced by
-// build(): maps that still fit are re-used (flows and counters survive) and the programs are
-// swapped in place, so enforcement never has a gap. Destroying a BpfFilter leaves everything
-// attached; remove() takes it all down.
+// binary. (The kernel's program tag could not tell: it is known only after a load, and it leaves
+// map references, so .rodata, out.) Anything else (a new daemon version, a detached filter, a
+// changed map) is replaced by build(): maps that still fit are re-used (flows and counters
+// survive) and the programs are swapped in place, so enforcement never has a gap. Destroying a
+// BpfFilter leaves everything attached; remove() takes it all down.
 
 #include <cstdint>
 #include <memory>

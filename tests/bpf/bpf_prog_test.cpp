@@ -657,12 +657,20 @@ TEST_F(BpfFlowClockTest, FlowStampedAheadOfThisCpuStillPasses) {
   EXPECT_EQ(ingress(tcp(kAgentA, 5985, kOperator, kEphemeral, 0x12)), TC_ACT_OK);
 }
 
-TEST_F(BpfFlowClockTest, FlowNotSeenForItsTimeoutIsExpired) {
-  stamp(kAgentA, 3478, Protocol::kUdp,
-        -static_cast<std::int64_t>(PCL_FLOW_TIMEOUT_UDP_NS) - 1'000'000'000);
-  EXPECT_EQ(ingress(udp(kAgentA, 3478, kOperator, kEphemeral)), TC_ACT_SHOT);
+TEST_F(BpfFlowClockTest, FlowSeenRecentlyPasses) {
   stamp(kAgentA, 3478, Protocol::kUdp, -1'000'000'000);
   EXPECT_EQ(ingress(udp(kAgentA, 3478, kOperator, kEphemeral)), TC_ACT_OK);
+}
+
+TEST_F(BpfFlowClockTest, FlowNotSeenForItsTimeoutIsExpired) {
+  timespec ts;
+  ASSERT_EQ(::clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+  const std::int64_t age = static_cast<std::int64_t>(PCL_FLOW_TIMEOUT_UDP_NS) + 1'000'000'000;
+  if (ts.tv_sec * 1'000'000'000LL < age) {
+    GTEST_SKIP() << "the monotonic clock started less than a UDP flow timeout ago (a fresh VM)";
+  }
+  stamp(kAgentA, 3478, Protocol::kUdp, -age);
+  EXPECT_EQ(ingress(udp(kAgentA, 3478, kOperator, kEphemeral)), TC_ACT_SHOT);
 }
 
 }  // namespace
