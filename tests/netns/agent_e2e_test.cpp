@@ -1,0 +1,467 @@
+// portcullis-agent end to end: the real portcullisd and three real portcullis-agent processes,
+// each in its own network namespace, with wireguard-go on both sides.
+//
+//                         pcl-xgw-<pid>: portcullisd (HTTPS 10.0.20.1:8443, UDP 30000)
+//                           wireguard-go pclxg<pid> 10.255.0.1/16, nft + eBPF allowlist
+//                           br0 10.0.20.1/24
+//              +----------------------+----------------------+
+//            xg1                     xg2                    xg3        (veth, enslaved to br0)
+//            xa                      xa                     xa
+//   pcl-xa1-<pid> 10.0.20.2  pcl-xa2-<pid> 10.0.20.3  pcl-xa3-<pid> 10.0.20.4
+//   agent "agent1" (code)    agent "agent2" (approve)  agent "agent3" (stays pending)
+//   pclx1<pid> 10.255.0.N/32 pclx2<pid>                 + a fourth agent with a wrong pin
+//   listeners :5985 (allowed by the default policy) and :8080 (not allowed) on 0.0.0.0
+//
+// Scenarios: (1) enrollment by code, by operator approval (`portcullisd enrollment approve`),
+// and one left pending without a tunnel; (2) handshakes within 10 s of approval, the gateway
+// reaches :5985 and not :8080, the agent routes only the gateway /32; (4) the agent's interface
+// deleted behind its back comes back within 30 s; (5) revoke: the tunnel stops passing traffic,
+// the agent removes its interface and says why; (6) a wrong pin: the agent refuses, the gateway
+// never hears of it.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/base/unique_fd.h"
+#include "tests/support/netns.h"
+#include "tests/support/portcullisd_process.h"
+
+namespace portcullis {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::NetnsGuard;
+using testing::PortcullisdProcess;
+using testing::TestNetns;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kGatewayAddress = "10.0.20.1";
+constexpr std::uint16_t kAllowedPort = 5985;
+constexpr std::uint16_t kBlockedPort = 8080;
+constexpr std::uint16_t kHealthPort = 9273;
+
+std::string pid_text() { return std::to_string(::getpid()); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return cond();
+}
+
+UniqueFd tcp_listen(const TestNetns& ns, std::uint16_t port) {
+  NetnsGuard in(ns);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int on = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      ::listen(fd.get(), 16) != 0) {
+    ADD_FAILURE() << "listen on :" << port << " in " << ns.name();
+  }
+  return fd;
+}
+
+// True when a TCP connection from `ns` to addr:port comes up within timeout_ms.
+bool tcp_connects(const TestNetns& ns, const std::string& addr, std::uint16_t port,
+                  int timeout_ms = 1000) {
+  NetnsGuard in(ns);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  pollfd p{fd.get(), POLLOUT, 0};
+  if (::poll(&p, 1, timeout_ms) != 1) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  return err == 0;
+}
+
+// GET http://127.0.0.1:<port><path> inside `ns`; the body, or "" without an answer.
+std::string http_get(const TestNetns& ns, std::uint16_t port, const std::string& path) {
+  NetnsGuard in(ns);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return "";
+  const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+  ::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) out.append(buf, n);
+  auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+// A real portcullis-agent in a namespace (setns in the child, like `nsenter --net=`).
+class AgentProcess {
+ public:
+  AgentProcess(std::string dir, std::string netns_path)
+      : dir_(std::move(dir)), netns_(std::move(netns_path)) {
+    fs::create_directories(dir_);
+  }
+  ~AgentProcess() { stop(); }
+
+  std::string config_path() const { return dir_ + "/agent.toml"; }
+  std::string log_path() const { return dir_ + "/agent.log"; }
+  std::string log() const { return read_file(log_path()); }
+
+  void write_config(const std::string& text) { std::ofstream(config_path()) << text; }
+
+  bool start() {
+    int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int ns_fd = ::open(netns_.c_str(), O_RDONLY | O_CLOEXEC);
+    std::string binary = PORTCULLIS_AGENT_BINARY, flag = "--config", config = config_path();
+    std::vector<char*> argv = {binary.data(), flag.data(), config.data(), nullptr};
+    std::string path_env = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+    std::vector<char*> envp = {path_env.data(), nullptr};
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::setns(ns_fd, CLONE_NEWNET) != 0) ::_exit(126);
+      if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(126);
+      ::execve(binary.c_str(), argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(log_fd);
+    ::close(ns_fd);
+    pid_ = pid;
+    return pid > 0;
+  }
+
+  bool running() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 50 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  std::string dir_;
+  std::string netns_;
+  pid_t pid_ = -1;
+};
+
+class AgentE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
+    char tmpl[] = "/tmp/pcl-agent-e2e-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    gw_ = std::make_unique<TestNetns>("xgw");
+    ASSERT_TRUE(gw_->ok());
+    ASSERT_TRUE(gw_->run("ip link add br0 type bridge && ip link set br0 up && "
+                         "ip addr add " +
+                         std::string(kGatewayAddress) + "/24 dev br0")
+                    .ok());
+    gw_if_ = "pclxg" + pid_text();
+    for (int i = 0; i < 4; ++i) {
+      auto ns = std::make_unique<TestNetns>("xa" + std::to_string(i + 1));
+      ASSERT_TRUE(ns->ok());
+      const std::string gw_end = "xg" + std::to_string(i + 1);
+      ASSERT_TRUE(testing::add_veth(*gw_, gw_end, *ns, "xa"));
+      ASSERT_TRUE(gw_->run("ip link set " + gw_end + " master br0").ok());
+      ASSERT_TRUE(ns->run("ip addr add 10.0.20." + std::to_string(i + 2) + "/24 dev xa").ok());
+      agent_ns_.push_back(std::move(ns));
+      agent_if_.push_back("pclx" + std::to_string(i + 1) + pid_text());
+    }
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      for (std::size_t i = 0; i < agents_.size(); ++i) {
+        if (agents_[i]) {
+          std::fprintf(stderr, "---- agent%zu log ----\n%s\n", i + 1, agents_[i]->log().c_str());
+        }
+      }
+      if (daemon_) std::fprintf(stderr, "---- portcullisd log ----\n%s\n", daemon_->log().c_str());
+    }
+    agents_.clear();
+    if (daemon_) daemon_->kill9();
+    daemon_.reset();
+    listeners_.clear();
+    agent_ns_.clear();  // kills what runs inside (wireguard-go) and deletes the namespaces
+    gw_.reset();
+    for (const auto& ifname : agent_if_)
+      ::unlink(("/var/run/wireguard/" + ifname + ".sock").c_str());
+    if (!gw_if_.empty()) {
+      ::unlink(("/var/run/wireguard/" + gw_if_ + ".sock").c_str());
+      testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if_);
+    }
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  void start_daemon() {
+    testing::PortcullisdOptions o;
+    o.binary = PORTCULLISD_BINARY;
+    o.netns_path = gw_->path();
+    o.state_dir = dir_ + "/gateway/state";
+    o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
+             {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
+             {"PORTCULLIS_API_LISTEN", kGatewayAddress},
+             {"PORTCULLIS_ADMIN_SOCKET", dir_ + "/admin.sock"},
+             {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"}};
+    daemon_ = std::make_unique<PortcullisdProcess>(o);
+    ASSERT_EQ(daemon_->start(std::chrono::seconds(60)), "");
+    auto pin = daemon_->log_field("portcullisd ready", "tls_pin");
+    ASSERT_TRUE(pin);
+    pin_ = *pin;
+  }
+
+  // `portcullisd --admin-socket X <args>`: its JSON answer (null on failure).
+  json admin(const std::string& args) {
+    auto r = testing::run(std::string(PORTCULLISD_BINARY) + " --admin-socket " + dir_ +
+                          "/admin.sock " + args);
+    if (!r.ok()) return nullptr;
+    return json::parse(r.out, nullptr, false);
+  }
+
+  json find_by_hostname(const std::string& list_command, const std::string& hostname) {
+    json list = admin(list_command);
+    if (!list.is_array() && list.is_object()) {
+      for (const auto& [k, v] : list.items()) {
+        if (v.is_array()) list = v;
+      }
+    }
+    if (!list.is_array()) return nullptr;
+    for (const auto& item : list) {
+      if (item.value("hostname", "") == hostname) return item;
+    }
+    return nullptr;
+  }
+
+  AgentProcess& start_agent(int i, const std::string& extra, const std::string& pin) {
+    auto a = std::make_unique<AgentProcess>(dir_ + "/agent" + std::to_string(i + 1),
+                                            agent_ns_[i]->path());
+    a->write_config("gateway_url = \"https://" + std::string(kGatewayAddress) + ":8443\"\n" +
+                    "gateway_pin = \"" + pin + "\"\n" + "hostname = \"agent" +
+                    std::to_string(i + 1) + "\"\n" + "interface = \"" + agent_if_[i] + "\"\n" +
+                    "backend = \"userspace\"\n" + "state_dir = \"" + dir_ + "/agent" +
+                    std::to_string(i + 1) + "/state\"\n" + "ensure_interval_s = 5\n" +
+                    "heartbeat_interval_s = 2\npoll_max_interval_s = 1\n" + extra);
+    EXPECT_TRUE(a->start());
+    if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(i + 1);
+    agents_[i] = std::move(a);
+    return *agents_[i];
+  }
+
+  // The agent's tunnel address ("10.255.0.N"), or "".
+  std::string tunnel_address(int i) {
+    auto r = agent_ns_[i]->run("ip -4 -o addr show dev " + agent_if_[i] +
+                               " 2>/dev/null | awk '{print $4}'");
+    std::string a = r.out.substr(0, r.out.find('/'));
+    return a;
+  }
+
+  bool has_interface(int i) {
+    return agent_ns_[i]->run("ip link show dev " + agent_if_[i] + " >/dev/null 2>&1").ok();
+  }
+
+  // Seconds since the agent's last handshake with the gateway (from its kernel state), or -1.
+  long long handshake_age(int i) {
+    auto r = agent_ns_[i]->run("wg show " + agent_if_[i] + " latest-handshakes 2>/dev/null");
+    std::istringstream s(r.out);
+    std::string key;
+    long long t = 0;
+    if (!(s >> key >> t) || t == 0) return -1;
+    return static_cast<long long>(::time(nullptr)) - t;
+  }
+
+  json health(int i) {
+    return json::parse(http_get(*agent_ns_[i], kHealthPort, "/healthz"), nullptr, false);
+  }
+
+  std::string dir_;
+  std::unique_ptr<TestNetns> gw_;
+  std::vector<std::unique_ptr<TestNetns>> agent_ns_;
+  std::vector<std::string> agent_if_;
+  std::string gw_if_;
+  std::unique_ptr<PortcullisdProcess> daemon_;
+  std::vector<std::unique_ptr<AgentProcess>> agents_;
+  std::vector<UniqueFd> listeners_;
+  std::string pin_;
+};
+
+TEST_F(AgentE2eTest, EnrollTunnelHealRevokeAndWrongPin) {
+  start_daemon();
+  for (int i = 0; i < 3; ++i) {
+    listeners_.push_back(tcp_listen(*agent_ns_[i], kAllowedPort));
+    listeners_.push_back(tcp_listen(*agent_ns_[i], kBlockedPort));
+  }
+
+  // (1) Enrollment: agent1 with a code, agent2 approved by the operator, agent3 left pending.
+  json code = admin("enrollment-code create --ttl 1h");
+  ASSERT_TRUE(code.is_object() && code.contains("code")) << code.dump();
+  start_agent(0, "enrollment_code = \"" + code["code"].get<std::string>() + "\"\n", pin_);
+  start_agent(1, "", pin_);
+  start_agent(2, "", pin_);
+
+  json pending2, pending3;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        pending2 = find_by_hostname("enrollment list", "agent2");
+        pending3 = find_by_hostname("enrollment list", "agent3");
+        return pending2.is_object() && pending3.is_object();
+      },
+      std::chrono::seconds(20)))
+      << "agents 2 and 3 did not request enrollment";
+  EXPECT_EQ(pending2.value("status", ""), "pending");
+  EXPECT_EQ(pending3.value("status", ""), "pending");
+  EXPECT_TRUE(wait_for(
+      [&] {
+        return agents_[1]->log().find(
+                   "waiting for approval of agent2 at "
+                   "https://10.0.20.1:8443") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+
+  // agent1 (by code) comes up on its own.
+  EXPECT_TRUE(wait_for([&] { return handshake_age(0) >= 0; }, std::chrono::seconds(20)))
+      << "agent1 (enrollment code) has no handshake";
+
+  // (2) Approve agent2: handshake within 10 s.
+  const auto approved_at = Clock::now();
+  ASSERT_TRUE(admin("enrollment approve " + pending2["id"].get<std::string>()).is_object());
+  ASSERT_TRUE(wait_for([&] { return handshake_age(1) >= 0; }, std::chrono::seconds(10)))
+      << "agent2: no handshake within 10 s of approval";
+  const auto approval_to_handshake =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - approved_at);
+  std::fprintf(stderr, "approval to first handshake: %lld ms\n",
+               static_cast<long long>(approval_to_handshake.count()));
+  RecordProperty("approval_to_handshake_ms", static_cast<int>(approval_to_handshake.count()));
+
+  const std::string ip1 = tunnel_address(0), ip2 = tunnel_address(1);
+  ASSERT_FALSE(ip1.empty());
+  ASSERT_FALSE(ip2.empty());
+  EXPECT_NE(ip1, ip2);
+  for (int i : {0, 1}) {
+    const std::string ip = i == 0 ? ip1 : ip2;
+    EXPECT_TRUE(
+        wait_for([&] { return tcp_connects(*gw_, ip, kAllowedPort); }, std::chrono::seconds(10)))
+        << "gateway cannot reach agent" << i + 1 << " " << ip << ":" << kAllowedPort;
+    EXPECT_FALSE(tcp_connects(*gw_, ip, kBlockedPort))
+        << "gateway reached agent" << i + 1 << " on a port not allowed";
+    // The only route the agent added is the gateway /32 over its tunnel.
+    auto routes = agent_ns_[i]->run("ip -4 route show dev " + agent_if_[i]);
+    EXPECT_EQ(routes.out, "10.255.0.1 proto 120 scope link \n") << routes.out;
+    auto peers = agent_ns_[i]->run("wg show " + agent_if_[i] + " allowed-ips");
+    EXPECT_NE(peers.out.find("\t10.255.0.1/32\n"), std::string::npos) << peers.out;
+    EXPECT_TRUE(
+        wait_for([&] { return health(i).value("status", "") == "ok"; }, std::chrono::seconds(10)))
+        << "agent" << i + 1 << " health: " << health(i).dump();
+  }
+  json h1 = health(0);
+  EXPECT_EQ(h1.value("enrolled", false), true);
+  EXPECT_EQ(h1.value("tunnel", ""), "up");
+  EXPECT_NE(http_get(*agent_ns_[0], kHealthPort, "/metrics").find("portcullis_agent_tunnel_up 1"),
+            std::string::npos);
+
+  // agent3 stays pending: no interface, no tunnel, health says so.
+  EXPECT_FALSE(has_interface(2));
+  EXPECT_EQ(find_by_hostname("enrollment list", "agent3").value("status", ""), "pending");
+  EXPECT_EQ(health(2).value("state", ""), "pending");
+
+  // (4) Delete agent1's interface: it heals within 30 s, and traffic flows again.
+  ASSERT_TRUE(agent_ns_[0]->run("ip link del dev " + agent_if_[0]).ok());
+  const auto deleted_at = Clock::now();
+  EXPECT_TRUE(
+      wait_for([&] { return has_interface(0) && handshake_age(0) >= 0 && handshake_age(0) < 30; },
+               std::chrono::seconds(30)))
+      << "agent1 did not heal its interface within 30 s";
+  std::fprintf(stderr, "interface deletion to healed handshake: %lld ms\n",
+               static_cast<long long>(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - deleted_at)
+                       .count()));
+  EXPECT_EQ(tunnel_address(0), ip1);
+  EXPECT_TRUE(
+      wait_for([&] { return tcp_connects(*gw_, ip1, kAllowedPort); }, std::chrono::seconds(10)));
+  // A correct interface is left alone: the periodic ensure (every 5 s) changes nothing.
+  const std::string ifindex =
+      agent_ns_[0]->run("cat /sys/class/net/" + agent_if_[0] + "/ifindex").out;
+  std::this_thread::sleep_for(std::chrono::seconds(7));
+  EXPECT_EQ(agent_ns_[0]->run("cat /sys/class/net/" + agent_if_[0] + "/ifindex").out, ifindex);
+
+  // (5) Revoke agent2: traffic stops at once, the agent removes its interface and says why.
+  const std::string device2 = health(1).value("device_id", "");
+  ASSERT_FALSE(device2.empty());
+  ASSERT_TRUE(admin("device revoke " + device2).is_object());
+  EXPECT_TRUE(wait_for([&] { return !tcp_connects(*gw_, ip2, kAllowedPort, 500); },
+                       std::chrono::seconds(3)))
+      << "revoked agent2 still reachable";
+  EXPECT_TRUE(wait_for([&] { return !has_interface(1); }, std::chrono::seconds(15)))
+      << "agent2 kept its interface after revocation";
+  EXPECT_TRUE(
+      wait_for([&] { return health(1).value("state", "") == "revoked"; }, std::chrono::seconds(5)))
+      << health(1).dump();
+  EXPECT_NE(agents_[1]->log().find("this device was revoked"), std::string::npos);
+  // It does not come back (no re-ensure).
+  std::this_thread::sleep_for(std::chrono::seconds(6));
+  EXPECT_FALSE(has_interface(1));
+  // agent1 is untouched.
+  EXPECT_TRUE(tcp_connects(*gw_, ip1, kAllowedPort));
+
+  // (6) A wrong pin: the agent refuses, and the gateway never hears of it.
+  start_agent(3, "health_port = 0\n", "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+  EXPECT_TRUE(wait_for(
+      [&] { return agents_[3]->log().find("does not match gateway_pin") != std::string::npos; },
+      std::chrono::seconds(15)))
+      << agents_[3]->log();
+  EXPECT_TRUE(find_by_hostname("enrollment list", "agent4").is_null());
+  EXPECT_FALSE(has_interface(3));
+}
+
+}  // namespace
+}  // namespace portcullis
