@@ -258,8 +258,22 @@ struct ChangeFigures {
   double nft_p50 = 0, nft_p99 = 0;
   double bpf_p50 = 0, bpf_p99 = 0;
   double cli_p50 = 0, cli_p99 = 0;
-  double nft_remove_p50 = 0, nft_add_p50 = 0;  // the two halves: a removal also cuts flows
+  // The two halves apart, p50 and p99: a removal also cuts the flows it allowed.
+  struct Halves {
+    double remove_p50 = 0, remove_p99 = 0, add_p50 = 0, add_p99 = 0;
+  };
+  Halves nft_halves, bpf_halves;
 };
+
+// Samples alternate removal, addition, removal, ...
+ChangeFigures::Halves halves(const std::vector<double>& samples) {
+  std::vector<double> removals, additions;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    (i % 2 ? additions : removals).push_back(samples[i]);
+  }
+  return {percentile(removals, 0.5), percentile(removals, 0.99), percentile(additions, 0.5),
+          percentile(additions, 0.99)};
+}
 
 // `nft add|delete element inet portcullis agent-ports { a . tcp . p comment "dev", ... }`
 std::string nft_element_command(const char* verb, const std::vector<AllowEntry>& entries) {
@@ -320,11 +334,8 @@ ChangeFigures measure_change(int devices, int ports, int changes, int cli_change
   if (have_bpf.allowed.size() != contents.allowed.size()) die("BPF lost entries during changes");
   must(bpf.remove(), "remove BPF filter");
 
-  std::vector<double> removals, additions;
-  for (std::size_t i = 0; i < nft_ms.size(); ++i)
-    (i % 2 ? additions : removals).push_back(nft_ms[i]);
-  f.nft_remove_p50 = percentile(removals, 0.5);
-  f.nft_add_p50 = percentile(additions, 0.5);
+  f.nft_halves = halves(nft_ms);
+  f.bpf_halves = halves(bpf_ms);
   f.nft_p50 = percentile(nft_ms, 0.5);
   f.nft_p99 = percentile(nft_ms, 0.99);
   f.bpf_p50 = percentile(bpf_ms, 0.5);
@@ -639,14 +650,22 @@ int bench_main(const Options& o) {
         "one-device change (%d elements removed / added back, alternating), ms; ours over "
         "%d samples, nft CLI over %d:\n",
         o.ports, o.changes, o.cli_changes);
-    std::printf("  %7s | %8s %8s (%7s %7s) | %8s %8s | %9s %9s\n", "devices", "nft p50", "nft p99",
-                "rm p50", "add p50", "bpf p50", "bpf p99", "CLI p50", "CLI p99");
+    std::printf("  %7s | %8s %8s | %8s %8s | %9s %9s\n", "devices", "nft p50", "nft p99", "bpf p50",
+                "bpf p99", "CLI p50", "CLI p99");
     for (const auto& f : all) {
-      std::printf("  %7d | %8.3f %8.3f (%7.3f %7.3f) | %8.3f %8.3f | %9.2f %9.2f\n", f.devices,
-                  f.nft_p50, f.nft_p99, f.nft_remove_p50, f.nft_add_p50, f.bpf_p50, f.bpf_p99,
-                  f.cli_p50, f.cli_p99);
+      std::printf("  %7d | %8.3f %8.3f | %8.3f %8.3f | %9.2f %9.2f\n", f.devices, f.nft_p50,
+                  f.nft_p99, f.bpf_p50, f.bpf_p99, f.cli_p50, f.cli_p99);
     }
-    std::printf("  (rm/add p50: ours' removals, which include the conntrack cut, and additions)\n");
+    std::printf(
+        "  ours, removals (which also cut the flows they allowed) and additions apart, ms:\n");
+    std::printf("  %7s | %8s %8s %8s %8s | %8s %8s %8s %8s\n", "devices", "nft rm50", "rm99",
+                "add50", "add99", "bpf rm50", "rm99", "add50", "add99");
+    for (const auto& f : all) {
+      const auto &n = f.nft_halves, &b = f.bpf_halves;
+      std::printf("  %7d | %8.3f %8.3f %8.3f %8.3f | %8.3f %8.3f %8.3f %8.3f\n", f.devices,
+                  n.remove_p50, n.remove_p99, n.add_p50, n.add_p99, b.remove_p50, b.remove_p99,
+                  b.add_p50, b.add_p99);
+    }
     const auto &small = all.front(), &big = all.back();
     std::printf("  p99 at %d vs %d devices: nft %.2fx, bpf %.2fx (goal: flat, < 5 ms)\n\n",
                 big.devices, small.devices, big.nft_p99 / small.nft_p99,
