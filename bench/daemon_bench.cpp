@@ -128,7 +128,8 @@ int run(int argc, char** argv) {
   const std::string pin = daemon.log_field("portcullisd ready", "tls_pin").value_or("");
   std::printf("portcullisd %s, pid %d, %d agents, concurrency %d, %u CPUs\n", binary.c_str(),
               daemon.pid(), agents, concurrency, std::thread::hardware_concurrency());
-  std::printf("RSS at 0 devices: %.1f MiB\n", status_mib(daemon.pid(), "VmRSS"));
+  std::printf("RSS at 0 devices: %.1f MiB; load average: %s", status_mib(daemon.pid(), "VmRSS"),
+              testing::run("cut -d' ' -f1-3 /proc/loadavg").out.c_str());
 
   // Codes and agent keys beforehand (not timed).
   auto t_codes = Clock::now();
@@ -238,8 +239,9 @@ int run(int argc, char** argv) {
   }
 
   // (c) RSS.
-  std::printf("(c) RSS at %d devices: VmRSS %.1f MiB, VmHWM %.1f MiB\n", agents,
-              status_mib(daemon.pid(), "VmRSS"), status_mib(daemon.pid(), "VmHWM"));
+  std::printf("(c) RSS at %d devices: VmRSS %.1f MiB (anon %.1f, file %.1f), VmHWM %.1f MiB\n",
+              agents, status_mib(daemon.pid(), "VmRSS"), status_mib(daemon.pid(), "RssAnon"),
+              status_mib(daemon.pid(), "RssFile"), status_mib(daemon.pid(), "VmHWM"));
 
   // (b) Restart.
   std::this_thread::sleep_for(std::chrono::seconds(1));  // let a last pass settle
@@ -269,7 +271,9 @@ int run(int argc, char** argv) {
       daemon.log_field("kernel state adopted", "changing_calls").value_or("?").c_str());
   std::printf("    %s\n",
               daemon.log_field("initial reconcile", "report").value_or("(no report)").c_str());
-  std::printf("    RSS after restart: VmRSS %.1f MiB\n", status_mib(daemon.pid(), "VmRSS"));
+  std::printf("    RSS after restart: VmRSS %.1f MiB (anon %.1f, file %.1f)\n",
+              status_mib(daemon.pid(), "VmRSS"), status_mib(daemon.pid(), "RssAnon"),
+              status_mib(daemon.pid(), "RssFile"));
 
   daemon.stop();
   (void)testing::run("ip netns exec " + ns.name() + " ip link del " + ifname + " 2>/dev/null");

@@ -19,7 +19,7 @@
 // KillDuringBurst: 200 agents enroll with codes and ensure (some revoked, some with new ports)
 // while the daemon is SIGKILLed mid-burst; after a restart every acknowledged change is in the
 // database, the database passes integrity_check, and WireGuard peers and nft set elements are
-// exactly the active devices with addresses.
+// exactly the active devices with addresses, and so are the eBPF maps' keys.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -208,6 +208,39 @@ std::set<std::string> nft_set(const TestNetns& ns, const std::string& set, bool*
         out.insert(text(e));
       }
     }
+  }
+  return out;
+}
+
+// The keys of a pinned BPF map as text, via `bpftool -j map dump pinned`: pcl_agents keys (an
+// IPv4 address, network order) as "10.255.0.2", pcl_agent_ports keys (struct pcl_port_key:
+// address, port in host order, proto, pad) as "10.255.0.2 . tcp . 5985", like the nft sets.
+std::set<std::string> bpf_map_keys(const std::string& pinned, bool* ok) {
+  auto r = testing::run("bpftool -j map dump pinned " + pinned + " 2>/dev/null");
+  *ok = r.ok();
+  std::set<std::string> out;
+  json entries = json::parse(r.out, nullptr, false);
+  if (!entries.is_array()) {
+    *ok = false;
+    return out;
+  }
+  for (const auto& e : entries) {
+    std::vector<unsigned> b;
+    for (const auto& byte : e.value("key", json::array())) {
+      b.push_back(static_cast<unsigned>(std::stoul(byte.get<std::string>(), nullptr, 16)));
+    }
+    if (b.size() < 4) continue;
+    std::string key = std::to_string(b[0]) + "." + std::to_string(b[1]) + "." +
+                      std::to_string(b[2]) + "." + std::to_string(b[3]);
+    if (b.size() >= 7) {
+      const unsigned port = b[4] | (b[5] << 8);  // host order: little endian on x86
+      key += std::string(" . ") +
+             (b[6] == IPPROTO_TCP   ? "tcp"
+              : b[6] == IPPROTO_UDP ? "udp"
+                                    : "?") +
+             " . " + std::to_string(port);
+    }
+    out.insert(key);
   }
   return out;
 }
@@ -674,6 +707,11 @@ TEST_F(DaemonTest, KillDuringBurst) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(nft_set(*gw_ns_, "agent-ports", &ok), want_ports);
   ASSERT_TRUE(ok);
+  const std::string pins = "/sys/fs/bpf/portcullis/" + gw_if_ + "/";
+  EXPECT_EQ(bpf_map_keys(pins + "pcl_agents", &ok), want_agents);
+  EXPECT_TRUE(ok) << "bpftool map dump " << pins << "pcl_agents";
+  EXPECT_EQ(bpf_map_keys(pins + "pcl_agent_ports", &ok), want_ports);
+  EXPECT_TRUE(ok) << "bpftool map dump " << pins << "pcl_agent_ports";
   const auto report = daemon_->log_field("initial reconcile", "report").value_or("");
   std::printf("restart after kill -9: %s\n", report.c_str());
   EXPECT_NE(report.find(" applied"), std::string::npos) << report;
