@@ -1,14 +1,12 @@
 #include "controlplane/daemon/admin_commands.h"
 
-#include <sodium.h>
-
+#include "controlplane/operator/operator_actions.h"
 #include "controlplane/state/port_rule.h"
 
 namespace portcullis::daemon {
 namespace {
 
 constexpr const char* kActor = "admin-socket";
-constexpr std::int64_t kMaxCodeTtlS = 30 * 24 * 3600;
 
 Result<std::string> string_arg(const nlohmann::json& args, const char* name) {
   auto it = args.find(name);
@@ -16,20 +14,6 @@ Result<std::string> string_arg(const nlohmann::json& args, const char* name) {
     return fail_invalid(std::string("missing string argument '") + name + "'");
   }
   return it->get<std::string>();
-}
-
-// 20 random bytes as 32 base32 characters in groups of 4: easy to read out and type.
-std::string new_enrollment_code() {
-  static constexpr char kAlphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  unsigned char raw[32];
-  randombytes_buf(raw, sizeof raw);
-  std::string code;
-  for (int i = 0; i < 32; ++i) {
-    if (i && i % 4 == 0) code.push_back('-');
-    code.push_back(kAlphabet[raw[i] & 31]);
-  }
-  sodium_memzero(raw, sizeof raw);
-  return code;
 }
 
 nlohmann::json device_json(const state::Device& d) {
@@ -54,11 +38,11 @@ nlohmann::json enrollment_json(const state::Enrollment& e) {
           {"device_id", e.device_id}};
 }
 
-void audit(AdminContext& ctx, const std::string& action, const std::string& target,
-           const std::string& detail = "") {
-  // The change itself is committed; a failed audit row must not undo it.
-  (void)ctx.store.audit({0, ctx.clock(), kActor, action, target, detail, "local"});
+operator_api::ActionContext actions(AdminContext& ctx) {
+  return {ctx.store, ctx.default_ports, ctx.clock, ctx.wake};
 }
+
+const operator_api::Actor kAdminSocket{kActor, "local"};
 
 }  // namespace
 
@@ -67,16 +51,13 @@ Result<nlohmann::json> run_admin_command(AdminContext& ctx, const std::string& c
   if (command == "enrollment-code.create") {
     std::int64_t ttl = 24 * 3600;
     if (auto it = args.find("ttl_s"); it != args.end()) {
-      if (!it->is_number_integer() || *it <= 0 || *it > kMaxCodeTtlS) {
-        return fail_invalid("ttl_s must be a whole number of seconds from 1 to 2592000");
-      }
+      if (!it->is_number_integer()) return fail_invalid("ttl_s must be a whole number of seconds");
       ttl = it->get<std::int64_t>();
     }
-    auto code = new_enrollment_code();
-    std::int64_t expires = ctx.clock() + ttl;
-    if (auto s = ctx.store.add_enrollment_code(code, expires, kActor); !s) return fail(s.error());
-    audit(ctx, "enrollment_code.create", "", "expires_at=" + std::to_string(expires));
-    return nlohmann::json{{"code", code}, {"expires_at", expires}};
+    auto ctx_actions = actions(ctx);
+    auto code = operator_api::create_enrollment_code(ctx_actions, kAdminSocket, ttl);
+    if (!code) return fail(std::move(code.error()));
+    return nlohmann::json{{"code", code->code}, {"expires_at", code->expires_at}};
   }
   if (command == "enrollment.list") {
     auto list = ctx.store.list_enrollments(std::nullopt);
@@ -88,17 +69,18 @@ Result<nlohmann::json> run_admin_command(AdminContext& ctx, const std::string& c
   if (command == "enrollment.approve") {
     auto id = string_arg(args, "id");
     if (!id) return fail(id.error());
-    auto dev = ctx.store.approve_enrollment(*id, kActor, ctx.default_ports, ctx.clock());
+    auto ctx_actions = actions(ctx);
+    auto dev = operator_api::approve_enrollment(ctx_actions, kAdminSocket, *id);
     if (!dev) return fail(dev.error());
-    audit(ctx, "enrollment.approve", *id, "device=" + dev->id);
-    ctx.wake();
     return nlohmann::json{{"device_id", dev->id}};
   }
   if (command == "enrollment.deny") {
     auto id = string_arg(args, "id");
     if (!id) return fail(id.error());
-    if (auto s = ctx.store.deny_enrollment(*id, kActor, ctx.clock()); !s) return fail(s.error());
-    audit(ctx, "enrollment.deny", *id);
+    auto ctx_actions = actions(ctx);
+    if (auto s = operator_api::deny_enrollment(ctx_actions, kAdminSocket, *id); !s) {
+      return fail(s.error());
+    }
     return nlohmann::json::object();
   }
   if (command == "device.list") {
@@ -111,9 +93,10 @@ Result<nlohmann::json> run_admin_command(AdminContext& ctx, const std::string& c
   if (command == "device.revoke") {
     auto id = string_arg(args, "id");
     if (!id) return fail(id.error());
-    if (auto s = ctx.store.revoke_device(*id, ctx.clock()); !s) return fail(s.error());
-    audit(ctx, "device.revoke", *id);
-    ctx.wake();
+    auto ctx_actions = actions(ctx);
+    if (auto s = operator_api::revoke_device(ctx_actions, kAdminSocket, *id); !s) {
+      return fail(s.error());
+    }
     return nlohmann::json::object();
   }
   if (command == "device.ports") {
@@ -128,9 +111,10 @@ Result<nlohmann::json> run_admin_command(AdminContext& ctx, const std::string& c
     }
     auto norm = state::parse_port_rules(entries);
     if (!norm) return fail(norm.error());
-    if (auto s = ctx.store.set_device_ports(*id, *norm); !s) return fail(s.error());
-    audit(ctx, "device.ports", *id, std::to_string(norm->size()) + " entries");
-    ctx.wake();
+    auto ctx_actions = actions(ctx);
+    if (auto s = operator_api::set_device_ports(ctx_actions, kAdminSocket, *id, *norm); !s) {
+      return fail(s.error());
+    }
     nlohmann::json out = nlohmann::json::array();
     for (const auto& p : *norm) out.push_back(state::format_port_rule(p));
     return nlohmann::json{{"ports", out}};

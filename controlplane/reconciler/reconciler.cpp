@@ -233,6 +233,11 @@ Result<ReconcileReport> Reconciler::run_pass() {
   return report;
 }
 
+void Reconciler::inspect(const std::function<void()>& fn) {
+  std::lock_guard lock(pass_mu_);
+  fn();
+}
+
 std::optional<ReconcileReport> Reconciler::last_report() const {
   std::lock_guard lock(report_mu_);
   return last_report_;

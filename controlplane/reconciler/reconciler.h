@@ -118,6 +118,10 @@ class Reconciler {
   bool run_due();
   PassScheduler::TimePoint next_pass() const;
 
+  // Runs fn while no pass runs (the dataplane objects belong to the passes), for read-only
+  // inspection of the filters, e.g. the operator API's /api/explain and /api/ruleset.
+  void inspect(const std::function<void()>& fn);
+
   std::shared_ptr<const HealthSnapshot> health() const { return health_.snapshot(); }
   // The report of the last finished pass (for /health); empty before the first.
   std::optional<ReconcileReport> last_report() const;
