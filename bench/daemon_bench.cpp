@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -64,6 +65,19 @@ double status_mib(pid_t pid, const std::string& field) {
     }
   }
   return -1;
+}
+
+// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream f(text.substr(text.rfind(')') + 2));  // fields from 3 (state) on
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && f >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::strtod(field.c_str(), nullptr);  // utime, stime
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 std::size_t count_lines(const std::string& s) {
@@ -159,6 +173,8 @@ int run(int argc, char** argv) {
     into.push_back(Ms(Clock::now() - t0).count());
     return r;
   };
+  const double daemon_cpu_before = cpu_seconds(daemon.pid());
+  const double bench_cpu_before = cpu_seconds(::getpid());
   const auto storm_start = Clock::now();
   std::vector<std::thread> threads;
   std::atomic<long> connections{0};
@@ -205,6 +221,12 @@ int run(int argc, char** argv) {
       "(a) ensure storm: %d agents in %.2f s: %.0f agents/s (enroll+poll+ensure each), "
       "%.0f requests/s, %d errors, %ld TLS connections opened\n",
       agents, storm_s, agents / storm_s, 3 * agents / storm_s, errors.load(), connections.load());
+  const double daemon_cpu = cpu_seconds(daemon.pid()) - daemon_cpu_before;
+  const double bench_cpu = cpu_seconds(::getpid()) - bench_cpu_before;
+  std::printf(
+      "  CPU during the storm: portcullisd %.1f s (%.2f ms per agent, %.0f agents per "
+      "daemon CPU second), the agents %.1f s\n",
+      daemon_cpu, 1000 * daemon_cpu / agents, agents / daemon_cpu, bench_cpu);
   print_latency("enroll", all.enroll);
   print_latency("poll", all.poll);
   print_latency("ensure", all.ensure);
