@@ -845,29 +845,26 @@ Response OperatorApi::list_devices(const Caller&, const Request& r) {
   rows.reserve((*all)->size());
   for (const auto& d : **all) {
     if (!status.empty() && status != state::device_status_name(d.status)) continue;
-    const std::string addr = d.address ? d.address->to_string() : std::string();
     if (!search.empty() && !contains_text(d.hostname, search) && !contains_text(d.id, search) &&
-        !contains_text(addr, search)) {
+        !(d.address && contains_text(d.address->to_string(), search))) {
       continue;
     }
     const reconciler::TunnelHealth* h = health ? health->find(d.id) : nullptr;
     rows.push_back({&d, h ? h->last_handshake : 0, d.address ? d.address->v4_host_order() : 0u});
   }
   const bool desc = order == "desc";
-  auto less = [&](const Row& a, const Row& b) {
-    // Ties broken by id so pages are stable.
-    auto key = [&](const Row& x) {
-      if (sort == "last_handshake")
-        return std::tuple<std::int64_t, std::string_view>(x.handshake, x.device->id);
-      if (sort == "address")
-        return std::tuple<std::int64_t, std::string_view>(x.address, x.device->id);
-      return std::tuple<std::int64_t, std::string_view>(x.device->created_at, x.device->id);
-    };
-    if (sort == "hostname") {
-      if (a.device->hostname != b.device->hostname) return a.device->hostname < b.device->hostname;
+  // The numeric sort key, computed once per row; ties broken by id so pages are stable.
+  const int by = sort == "hostname" ? 0 : sort == "last_handshake" ? 1 : sort == "address" ? 2 : 3;
+  auto less = [by](const Row& a, const Row& b) {
+    if (by == 0) {
+      if (int c = a.device->hostname.compare(b.device->hostname); c != 0) return c < 0;
       return a.device->id < b.device->id;
     }
-    return key(a) < key(b);
+    auto key = [by](const Row& x) -> std::int64_t {
+      return by == 1 ? x.handshake : by == 2 ? x.address : x.device->created_at;
+    };
+    if (key(a) != key(b)) return key(a) < key(b);
+    return a.device->id < b.device->id;
   };
   const std::size_t begin = std::min<std::size_t>(static_cast<std::size_t>(*offset), rows.size());
   const std::size_t end =
