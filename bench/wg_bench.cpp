@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -48,10 +49,12 @@ double percentile(std::vector<double> v, double p) {
 
 double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "wg_bench: %s\n", what.c_str());
-  std::exit(1);
-}
+// A failure unwinds to main, so the namespace, interface and wireguard-go are cleaned up.
+struct BenchFailure {
+  std::string what;
+};
+
+[[noreturn]] void die(const std::string& what) { throw BenchFailure{what}; }
 
 template <class T>
 T must(Result<T> r, const char* what) {
@@ -192,31 +195,65 @@ class Bench {
 }  // namespace
 }  // namespace portcullis::bench
 
+int run(portcullis::wg::Backend backend, const std::vector<int>& counts, int rounds, int changes);
+
+// "1000,10000" -> {1000, 10000}; every count from 2 to 100,000.
+std::vector<int> parse_counts(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  for (std::string n; std::getline(ss, n, ',');) {
+    int v = 0;
+    auto [p, ec] = std::from_chars(n.data(), n.data() + n.size(), v);
+    if (ec != std::errc() || p != n.data() + n.size() || v < 2 || v > 100000) {
+      portcullis::bench::die("--peers: '" + n + "' is not a count from 2 to 100000");
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+int positive(const std::string& flag, const std::string& text) {
+  int v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size() || v < 1) {
+    portcullis::bench::die(flag + ": '" + text + "' is not a positive number");
+  }
+  return v;
+}
+
 int main(int argc, char** argv) {
   using namespace portcullis;
-  wg::Backend backend = wg::Backend::kUserspace;
-  std::vector<int> counts = {1000, 10000};
-  int rounds = 5, changes = 200;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) bench::die(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--backend") {
-      backend = bench::must(wg::parse_backend(next()), "--backend");
-    } else if (a == "--peers") {
-      counts.clear();
-      std::stringstream ss(next());
-      for (std::string n; std::getline(ss, n, ',');) counts.push_back(std::stoi(n));
-    } else if (a == "--rounds") {
-      rounds = std::stoi(next());
-    } else if (a == "--changes") {
-      changes = std::stoi(next());
-    } else {
-      bench::die("unknown argument " + a + " (see the header of bench/wg_bench.cpp)");
+  try {
+    wg::Backend backend = wg::Backend::kUserspace;
+    std::vector<int> counts = {1000, 10000};
+    int rounds = 5, changes = 200;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&]() -> std::string {
+        if (i + 1 >= argc) bench::die(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--backend") {
+        backend = bench::must(wg::parse_backend(next()), "--backend");
+      } else if (a == "--peers") {
+        counts = parse_counts(next());
+      } else if (a == "--rounds") {
+        rounds = positive(a, next());
+      } else if (a == "--changes") {
+        changes = positive(a, next());
+      } else {
+        bench::die("unknown argument " + a + " (see the header of bench/wg_bench.cpp)");
+      }
     }
+    return run(backend, counts, rounds, changes);
+  } catch (const bench::BenchFailure& f) {
+    std::fprintf(stderr, "wg_bench: %s\n", f.what.c_str());
+    return 1;
   }
+}
+
+int run(portcullis::wg::Backend backend, const std::vector<int>& counts, int rounds, int changes) {
+  using namespace portcullis;
   bench::Bench b(backend, rounds, changes);
   std::printf("backend %s, %d rounds (medians), %d one-peer changes; times in ms\n",
               wg::backend_name(backend), rounds, changes);
