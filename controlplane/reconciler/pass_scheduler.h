@@ -26,6 +26,8 @@ class PassScheduler {
   explicit PassScheduler(ScheduleOptions options) : options_(options) {}
 
   void wake() { pending_ = true; }
+  // A wake asked for the next pass (as opposed to the resync timer or a retry).
+  bool woken() const { return pending_; }
   // The earliest time the next pass may run (a wake or retry) or must run (a resync). Before the
   // first pass: now (TimePoint::min()).
   TimePoint next_pass() const;

@@ -19,6 +19,18 @@ std::string counts_text(std::size_t added, std::size_t removed) {
   return "+" + std::to_string(added) + " -" + std::to_string(removed);
 }
 
+// The device as the last successful pass left it, for a diff without a read. Takes the peers
+// over: the belief is replaced or dropped at the end of every pass anyway.
+wg::DeviceState believed_device(wg::DeviceConfig&& config, const std::string& ifname) {
+  wg::DeviceState s;
+  s.ifname = ifname;
+  s.private_key = std::move(config.private_key);
+  s.listen_port = config.listen_port.value_or(0);
+  s.fwmark = config.fwmark.value_or(0);
+  s.peers = std::move(config.peers);
+  return s;
+}
+
 }  // namespace
 
 ReconcilerClock ReconcilerClock::system() {
@@ -48,6 +60,7 @@ std::vector<std::string> ReconcileReport::failed() const {
 std::string ReconcileReport::to_string() const {
   std::string s = "generation " + std::to_string(generation);
   if (adoption) s += " adoption";
+  if (incremental) s += " incremental";
   if (drift) s += " drift";
   s += applied ? " applied" : " not-applied";
   for (const auto& l : layers) {
@@ -131,11 +144,13 @@ Reconciler::~Reconciler() {
 }
 
 Result<ReconcileReport> Reconciler::reconcile_once() {
+  bool woken;
   {
     std::lock_guard lock(loop_mu_);
+    woken = scheduler_.woken();
     scheduler_.pass_started(clock_.steady());
   }
-  auto report = run_pass();
+  auto report = run_pass(woken);
   bool ok = report && report->applied;
   std::lock_guard lock(loop_mu_);
   if (!report && !store_read_failing_) {
@@ -148,20 +163,28 @@ Result<ReconcileReport> Reconciler::reconcile_once() {
   return report;
 }
 
-Result<ReconcileReport> Reconciler::run_pass() {
+Result<ReconcileReport> Reconciler::run_pass(bool woken) {
   std::lock_guard pass(pass_mu_);
   auto started = clock_.steady();
+  // Incremental only when asked for by a wake and while the belief holds; a full pass at least
+  // every resync_interval even under a steady stream of wakes.
+  bool incremental =
+      woken && belief_ && started - last_full_pass_ < options_.schedule.resync_interval;
+  std::optional<Desired> believed = std::move(belief_);
+  belief_.reset();
 
   // The generation first: devices read after it are at least that new, so recording it as
   // applied never claims a change that was not read.
   auto generation = store_.generation();
   if (!generation) {
     instruments_->passes_failed->inc();
+    belief_ = std::move(believed);  // nothing was applied
     return fail(std::move(generation.error()).wrap("reconcile: read the store generation"));
   }
   auto devices = store_.list_devices();
   if (!devices) {
     instruments_->passes_failed->inc();
+    belief_ = std::move(believed);  // nothing was applied
     return fail(std::move(devices.error()).wrap("reconcile: list devices"));
   }
   Desired want = desired_state(*devices, options_.gateway);
@@ -169,6 +192,7 @@ Result<ReconcileReport> Reconciler::run_pass() {
 
   ReconcileReport report;
   report.generation = *generation;
+  report.incremental = incremental;
   bool nothing_new;
   {
     std::lock_guard lock(applied_mu_);
@@ -179,8 +203,19 @@ Result<ReconcileReport> Reconciler::run_pass() {
   // WireGuard before the filters: a new peer's traffic meets a filter that does not know it yet
   // (dropped), and a removed peer carries no traffic before its entries go. Both orders are
   // safe because the filters deny by default; this one keeps removals quiet.
-  report.layers.push_back(reconcile_wireguard(want));
-  for (auto& layer : layers_) report.layers.push_back(reconcile_filter(layer, want));
+  if (incremental) {
+    wg::DeviceState device = believed_device(std::move(believed->device), device_.ifname());
+    report.layers.push_back(reconcile_wireguard(want, &device));
+    for (auto& layer : layers_) {
+      report.layers.push_back(reconcile_filter(layer, want, &believed->contents));
+    }
+  } else {
+    last_full_pass_ = started;
+    health_read_at_ = started.time_since_epoch().count();
+    report.layers.push_back(reconcile_wireguard(want, nullptr));
+    for (auto& layer : layers_) report.layers.push_back(reconcile_filter(layer, want, nullptr));
+  }
+  believed.reset();
 
   bool ok = std::all_of(report.layers.begin(), report.layers.end(),
                         [](const LayerReport& l) { return l.ok(); });
@@ -226,6 +261,9 @@ Result<ReconcileReport> Reconciler::run_pass() {
     log_info("reconciled",
              {{"generation", std::to_string(*generation)}, {"changes", report.to_string()}});
   }
+  // A failed layer may hold anything between the old and the new state (a split WireGuard
+  // message, a half-applied batch): only a read tells, so the next pass is a full one.
+  if (ok) belief_ = std::move(want);
   {
     std::lock_guard lock(report_mu_);
     last_report_ = report;
@@ -243,16 +281,20 @@ std::optional<ReconcileReport> Reconciler::last_report() const {
   return last_report_;
 }
 
-LayerReport Reconciler::reconcile_wireguard(const Desired& want) {
+LayerReport Reconciler::reconcile_wireguard(const Desired& want, const wg::DeviceState* believed) {
   LayerReport r;
   r.name = "wireguard";
-  auto have = device_.read();
-  if (!have) {
-    r.error =
-        std::move(have.error()).wrap("reconcile: read WireGuard device '" + device_.ifname() + "'");
-    return r;
+  Result<wg::DeviceState> read = wg::DeviceState{};
+  if (!believed) {
+    read = device_.read();
+    if (!read) {
+      r.error = std::move(read.error())
+                    .wrap("reconcile: read WireGuard device '" + device_.ifname() + "'");
+      return r;
+    }
+    record_health(want, *read);
   }
-  record_health(want, *have);
+  const wg::DeviceState* have = believed ? believed : &*read;
 
   wg::DeviceDelta delta = wg::diff_device(want.device, *have);
   for (const auto& c : delta.peers) {
@@ -285,11 +327,14 @@ LayerReport Reconciler::reconcile_wireguard(const Desired& want) {
   return r;
 }
 
-LayerReport Reconciler::reconcile_filter(FilterLayer& layer, const Desired& want) {
+LayerReport Reconciler::reconcile_filter(FilterLayer& layer, const Desired& want,
+                                         const filter::FilterContents* believed) {
   LayerReport r;
   r.name = layer.name;
-  auto check = layer.check ? layer.check(options_.filter, want.contents)
-                           : check_contents(layer.filter, want.contents);
+  Result<LayerCheck> check =
+      believed      ? LayerCheck{false, "", filter::diff_contents(want.contents, *believed)}
+      : layer.check ? layer.check(options_.filter, want.contents)
+                    : check_contents(layer.filter, want.contents);
   if (!check) {
     r.error = std::move(check.error()).wrap("reconcile: check " + layer.name + " filter");
     return r;
@@ -449,6 +494,27 @@ PassScheduler::TimePoint Reconciler::next_pass() const {
   return scheduler_.next_pass();
 }
 
+bool Reconciler::refresh_health_if_due() {
+  std::lock_guard pass(pass_mu_);
+  auto now = clock_.steady();
+  auto last = PassScheduler::TimePoint(PassScheduler::TimePoint::duration(health_read_at_));
+  if (now - last < options_.health_interval) return false;
+  health_read_at_ = now.time_since_epoch().count();
+  if (!belief_) return false;  // failing passes read (and record health) themselves
+  auto have = device_.read();
+  if (!have) {
+    if (!health_read_failing_) {
+      log_warning("read WireGuard device for tunnel health failed, keeping the last health",
+                  {{"device", device_.ifname()}, {"error", have.error().message()}});
+    }
+    health_read_failing_ = true;
+    return true;
+  }
+  health_read_failing_ = false;
+  record_health(*belief_, *have);
+  return true;
+}
+
 bool Reconciler::run_due() {
   {
     std::lock_guard lock(loop_mu_);
@@ -463,9 +529,13 @@ void Reconciler::run() {
   while (!stopping_) {
     lock.unlock();
     run_due();
+    refresh_health_if_due();
     lock.lock();
     if (stopping_) break;
-    auto next = scheduler_.next_pass();
+    auto next = std::min(
+        scheduler_.next_pass(),
+        PassScheduler::TimePoint(PassScheduler::TimePoint::duration(health_read_at_.load())) +
+            options_.health_interval);
     auto now = clock_.steady();
     if (next > now) {
       loop_cv_.wait_for(lock, next - now, [&] { return stopping_ || woken_; });

@@ -1,10 +1,29 @@
 #pragma once
 // The reconciler: desired state (Store) -> WireGuard peers and every packet filter layer, always
-// as diffs. One pass reads the store generation, the devices and what each layer holds, applies
-// only non-empty deltas and, when every layer succeeded, records the generation as applied.
-// The first pass of a process adopts what the kernel holds (an unchanged kernel sees no write);
-// later passes that find differences although nothing new was wanted repair drift (counted in
-// portcullis_drift_repairs_total{layer}, audit-logged as "drift.repair").
+// as diffs. One pass reads the store generation and the devices, diffs them against what each
+// layer holds, applies only non-empty deltas and, when every layer succeeded, records the
+// generation as applied. Passes are of two kinds (kube-proxy's full and partial syncs):
+//
+//   full         reads the kernel (WireGuard read(), the layers' check()) and diffs against it:
+//                the first pass of the process, the periodic resync (and a wake pass once
+//                resync_interval has gone by since the last full one, so a stream of wakes never
+//                postpones it), and every pass after a failed one;
+//   incremental  a pass asked for by wake(): diffs against what this process believes each layer
+//                holds (the Desired applied by the last successful pass) without any kernel read,
+//                so one changed device costs a store read and a diff in memory, not a read of
+//                10,000 peers and 50,000 set elements.
+//
+// The first pass adopts what the kernel holds (an unchanged kernel sees no write). Full passes
+// that find differences although nothing new was wanted repair drift (counted in
+// portcullis_drift_repairs_total{layer}, audit-logged as "drift.repair"). Incremental passes
+// cannot see drift: an element removed behind the reconciler's back is put back by the next full
+// pass (within resync_interval), not by a wake pass. A failed apply (or any failed layer) drops
+// the belief, so the next pass is a full one.
+//
+// Tunnel health comes from WireGuard handshake times, so only from reads: every full pass, and
+// between them a health-only read by the loop every health_interval (default 10 s). The health
+// snapshot (/metrics, the operator API) is therefore at most health_interval old, and a device
+// added by a wake pass appears in it at the next such read.
 //
 // Wiring (portcullisd main):
 //
@@ -19,6 +38,7 @@
 //   ...  store change (API) -> rec.wake(); vpn/ready -> rec.wait_applied(generation, 10s)
 //   rec.stop();                         // SIGTERM: the kernel keeps tunnels and filters
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -58,6 +78,8 @@ struct ReconcilerOptions {
   // At most this many tunnel transitions are audit-logged one by one per pass; the rest become
   // one summary event (a gateway back after a long outage would otherwise write 10,000 rows).
   std::size_t max_transition_audits = 100;
+  // Between full passes, the loop refreshes tunnel health with a WireGuard read this often.
+  std::chrono::milliseconds health_interval{10000};
   // Optional: the eBPF per-port counters, read at scrape time for /metrics.
   std::function<Result<std::vector<bpf::PortCounters>>()> port_counters;
 };
@@ -79,9 +101,10 @@ struct LayerReport {
 
 struct ReconcileReport {
   std::int64_t generation = 0;
-  bool adoption = false;  // the first pass of this process
-  bool drift = false;     // differences found although this generation was already applied
-  bool applied = false;   // every layer succeeded and the generation is recorded as applied
+  bool adoption = false;     // the first pass of this process
+  bool drift = false;        // differences found although this generation was already applied
+  bool incremental = false;  // diffed against this process's belief, no kernel read
+  bool applied = false;      // every layer succeeded and the generation is recorded as applied
   std::optional<Error> store_error;  // recording the applied generation failed
   std::vector<LayerReport> layers;   // "wireguard" first, then the filter layers in order
 
@@ -117,6 +140,9 @@ class Reconciler {
   // clock's steady time; true if it ran.
   bool run_due();
   PassScheduler::TimePoint next_pass() const;
+  // Between full passes: a WireGuard read for tunnel health if health_interval has gone by since
+  // the last one (and a pass has succeeded); true if it read. The loop calls it.
+  bool refresh_health_if_due();
 
   // Runs fn while no pass runs (the dataplane objects belong to the passes), for read-only
   // inspection of the filters, e.g. the operator API's /api/explain and /api/ruleset.
@@ -129,9 +155,12 @@ class Reconciler {
  private:
   struct Instruments;
 
-  Result<ReconcileReport> run_pass();
-  LayerReport reconcile_wireguard(const Desired& want);
-  LayerReport reconcile_filter(FilterLayer& layer, const Desired& want);
+  // woken: a wake asked for this pass (it may be incremental).
+  Result<ReconcileReport> run_pass(bool woken);
+  // believed: diff against it instead of reading the device (an incremental pass).
+  LayerReport reconcile_wireguard(const Desired& want, const wg::DeviceState* believed);
+  LayerReport reconcile_filter(FilterLayer& layer, const Desired& want,
+                               const filter::FilterContents* believed);
   void record_drift(const LayerReport& layer, std::int64_t generation);
   void record_health(const Desired& want, const wg::DeviceState& have);
   void log_conflicts(const std::vector<std::string>& conflicts);
@@ -151,6 +180,13 @@ class Reconciler {
   std::set<std::string> logged_conflicts_;
   std::set<std::string> failing_layers_;  // logged once until they recover
   std::int64_t store_applied_ = -1;       // the last value written to the store
+  // What every layer holds as far as this process knows: the Desired of the last pass, if it
+  // succeeded. Empty before the first successful pass and after a failed one.
+  std::optional<Desired> belief_;
+  PassScheduler::TimePoint last_full_pass_{};
+  // Steady time of the last WireGuard read for health (atomic: the loop reads it to sleep).
+  std::atomic<PassScheduler::TimePoint::rep> health_read_at_{0};
+  bool health_read_failing_ = false;  // logged once until it recovers
 
   mutable std::mutex report_mu_;
   std::optional<ReconcileReport> last_report_;

@@ -371,13 +371,17 @@ TEST_F(ReconcilerTest, WakesMergeUnderMinIntervalAndResyncRunsOnItsTimer) {
   clock_.advance(milliseconds(1));
   EXPECT_TRUE(rec().run_due());  // one pass for five wakes
   EXPECT_FALSE(rec().run_due());
-  EXPECT_EQ(wg_.read_calls(), reads + 1);
+  EXPECT_EQ(metric_line("portcullis_reconcile_passes_total{result=\"ok\"}"),
+            "portcullis_reconcile_passes_total{result=\"ok\"} 2");
+  EXPECT_TRUE(rec().last_report()->incremental);
+  EXPECT_EQ(wg_.read_calls(), reads);  // a wake pass reads nothing
 
   clock_.advance(milliseconds(4999));
   EXPECT_FALSE(rec().run_due());
   clock_.advance(milliseconds(1));
   EXPECT_TRUE(rec().run_due());  // the periodic full resync
-  EXPECT_EQ(wg_.read_calls(), reads + 2);
+  EXPECT_FALSE(rec().last_report()->incremental);
+  EXPECT_EQ(wg_.read_calls(), reads + 1);
 }
 
 TEST_F(ReconcilerTest, AManualPassCountsForTheScheduleAndLeavesItsReport) {
@@ -410,6 +414,160 @@ TEST_F(ReconcilerTest, RepeatedFailuresBackOff) {
   EXPECT_TRUE(rec().run_due());  // succeeds
   EXPECT_TRUE(rec().wait_applied(generation(), milliseconds(0)));
   EXPECT_EQ(rec().next_pass(), clock_.steady + milliseconds(5000));
+}
+
+// Reads of every layer, to tell full passes (kernel reads) from incremental ones (none).
+struct Reads {
+  std::uint64_t wg, nft, bpf;
+  bool operator==(const Reads&) const = default;
+};
+
+class IncrementalPassTest : public ReconcilerTest {
+ protected:
+  Reads reads() const { return {wg_.read_calls(), nft_.read_calls(), bpf_.read_calls()}; }
+  // A wake pass, min_interval after the previous one.
+  ReconcileReport wake_pass() {
+    clock_.advance(milliseconds(200));
+    rec().wake();
+    EXPECT_TRUE(rec().run_due());
+    auto r = rec().last_report();
+    return r ? *r : ReconcileReport{};
+  }
+};
+
+TEST_F(IncrementalPassTest, TheFirstPassIsFullEvenWhenWoken) {
+  rec().wake();
+  EXPECT_TRUE(rec().run_due());
+  EXPECT_FALSE(rec().last_report()->incremental);
+  EXPECT_EQ(reads(), (Reads{1, 1, 1}));
+}
+
+TEST_F(IncrementalPassTest, AWakePassAfterOneChangeReadsNothingAndAppliesOnlyThatDelta) {
+  pass();
+  Reads before = reads();
+  Calls calls_before = calls();
+  std::uint64_t touched_before = wg_.peers_touched();
+  store_.put_device(device("dev-d", 5, "10.255.0.5", {{Protocol::kUdp, 3478}}));
+
+  auto r = wake_pass();
+  EXPECT_TRUE(r.incremental);
+  EXPECT_TRUE(r.applied);
+  EXPECT_EQ(r.to_string(),
+            "generation 5 incremental applied; wireguard: +1 -0 ~0 peers; nftables: +2 -0 "
+            "elements; ebpf: +2 -0 elements");
+  EXPECT_EQ(reads(), before);  // zero read() / check() calls on every layer
+  EXPECT_EQ(calls(),
+            (Calls{calls_before.wg_apply + 1, calls_before.nft_apply + 1, calls_before.nft_build,
+                   calls_before.bpf_apply + 1, calls_before.bpf_build}));
+  EXPECT_EQ(wg_.peers_touched(), touched_before + 1);  // dev-d's peer alone
+  EXPECT_NE(wg_.state().find_peer(key_of(5)), nullptr);
+  EXPECT_NE(nft_.to_text().find("allow 10.255.0.5 udp 3478 device=dev-d"), std::string::npos);
+  EXPECT_TRUE(rec().wait_applied(generation(), milliseconds(0)));
+
+  // Revoke it again: again only its delta, still no read.
+  ASSERT_TRUE(store_.revoke_device("dev-d", clock_.unix));
+  r = wake_pass();
+  EXPECT_TRUE(r.incremental);
+  EXPECT_EQ(r.to_string(),
+            "generation 6 incremental applied; wireguard: +0 -1 ~0 peers; nftables: +0 -2 "
+            "elements; ebpf: +0 -2 elements");
+  EXPECT_EQ(reads(), before);
+  EXPECT_EQ(nft_.to_text(), kAllThreeFilter);
+  EXPECT_EQ(bpf_.to_text(), kAllThreeFilter);
+  EXPECT_EQ(wg_.state().find_peer(key_of(5)), nullptr);
+
+  // A wake with nothing new: no read, no write.
+  Calls idle = calls();
+  r = wake_pass();
+  EXPECT_TRUE(r.incremental);
+  EXPECT_EQ(r.changing_calls(), 0);
+  EXPECT_EQ(calls(), idle);
+  EXPECT_EQ(reads(), before);
+}
+
+TEST_F(IncrementalPassTest, DriftIsRepairedByTheResyncNotByAWakePass) {
+  pass();
+  filter::FilterDelta gone;
+  gone.remove_allowed = {{ip("10.255.0.3"), Protocol::kUdp, 3478, ""}};
+  ASSERT_TRUE(nft_.apply(gone));
+  Reads before = reads();
+
+  store_.put_device(device("dev-d", 5, "10.255.0.5"));
+  auto r = wake_pass();
+  EXPECT_TRUE(r.incremental);
+  EXPECT_FALSE(r.drift);
+  EXPECT_EQ(reads(), before);
+  EXPECT_EQ(nft_.to_text().find("allow 10.255.0.3 udp 3478"), std::string::npos);  // not seen
+
+  clock_.advance(milliseconds(5000));  // the resync timer, no wake
+  EXPECT_TRUE(rec().run_due());
+  r = *rec().last_report();
+  EXPECT_FALSE(r.incremental);
+  EXPECT_TRUE(r.drift);
+  EXPECT_EQ(reads(), (Reads{before.wg + 1, before.nft + 1, before.bpf + 1}));
+  EXPECT_EQ(r.to_string(),
+            "generation 5 drift applied; wireguard: +0 -0 ~0 peers; nftables: +1 -0 elements; "
+            "ebpf: +0 -0 elements");
+  EXPECT_NE(nft_.to_text().find("allow 10.255.0.3 udp 3478 device=dev-b"), std::string::npos);
+  EXPECT_EQ(metric_line("portcullis_drift_repairs_total{layer=\"nftables\"}"),
+            "portcullis_drift_repairs_total{layer=\"nftables\"} 1");
+}
+
+TEST_F(IncrementalPassTest, WakesNeverPostponeTheFullPassBeyondTheResyncInterval) {
+  pass();
+  for (int i = 0; i < 24; ++i) {  // 24 x 200 ms: still within the 5 s resync interval
+    store_.put_device(device(("dev-x" + std::to_string(i)).c_str(), 10 + i, nullptr));
+    EXPECT_TRUE(wake_pass().incremental) << i;
+  }
+  store_.put_device(device("dev-d", 5, "10.255.0.5"));
+  EXPECT_FALSE(wake_pass().incremental);  // 5 s since the last full pass
+  EXPECT_TRUE(wake_pass().incremental);
+}
+
+TEST_F(IncrementalPassTest, AFailedApplyMakesTheNextPassFull) {
+  pass();
+  bpf_.fail_apply(1, Error::from_errno(EIO, "map"));
+  store_.put_device(device("dev-d", 5, "10.255.0.5"));
+  auto r = wake_pass();
+  EXPECT_TRUE(r.incremental);
+  EXPECT_FALSE(r.applied);
+  Reads before = reads();
+
+  clock_.advance(milliseconds(500));  // the backoff
+  rec().wake();
+  EXPECT_TRUE(rec().run_due());
+  r = *rec().last_report();
+  EXPECT_FALSE(r.incremental);
+  EXPECT_TRUE(r.applied);
+  EXPECT_EQ(reads(), (Reads{before.wg + 1, before.nft + 1, before.bpf + 1}));
+  EXPECT_EQ(r.to_string(),
+            "generation 5 applied; wireguard: +0 -0 ~0 peers; nftables: +0 -0 elements; ebpf: "
+            "+2 -0 elements");
+  EXPECT_EQ(bpf_.to_text(), nft_.to_text());
+
+  ASSERT_TRUE(store_.revoke_device("dev-d", clock_.unix));
+  EXPECT_TRUE(wake_pass().incremental);  // the belief holds again
+}
+
+TEST_F(IncrementalPassTest, HealthIsRefreshedByItsOwnReadBetweenFullPasses) {
+  options_.health_interval = milliseconds(1000);
+  pass();
+  store_.put_device(device("dev-d", 5, "10.255.0.5"));
+  wake_pass();
+  EXPECT_EQ(rec().health()->find("dev-d"), nullptr);  // not read yet
+  EXPECT_FALSE(rec().refresh_health_if_due());        // 200 ms since the full pass
+  for (auto& p : wg_.state().peers) {
+    if (p.public_key == key_of(5)) {
+      p.last_handshake = wg::Clock::time_point(std::chrono::seconds(clock_.unix - 1));
+    }
+  }
+  std::uint64_t wg_reads = wg_.read_calls();
+  clock_.advance(milliseconds(800));
+  EXPECT_TRUE(rec().refresh_health_if_due());
+  EXPECT_EQ(wg_.read_calls(), wg_reads + 1);
+  ASSERT_NE(rec().health()->find("dev-d"), nullptr);
+  EXPECT_EQ(rec().health()->find("dev-d")->state, TunnelState::kFresh);
+  EXPECT_FALSE(rec().refresh_health_if_due());
 }
 
 TEST_F(ReconcilerTest, TunnelHealthTransitionsAreCountedAuditedAndExposed) {
