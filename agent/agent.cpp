@@ -262,9 +262,14 @@ Agent::Outcome Agent::enroll(const std::atomic<bool>& stop) {
   if (state_.enrollment_id.empty()) {
     auto o = request_enrollment();
     if (o != Outcome::kOk) {
-      if (o == Outcome::kRetry) sleep(jitter(std::min<std::int64_t>(5000, cap), 20), stop);
+      if (o == Outcome::kRetry) {
+        // Gateway down or refusing: 1 s, 2 s, 4 s ... up to poll_max_interval_s, with jitter.
+        sleep(jitter(request_backoff_ms_, 20), stop);
+        request_backoff_ms_ = std::min(request_backoff_ms_ * 2, cap);
+      }
       return o;
     }
+    request_backoff_ms_ = 1000;
   }
   bool announced = false;
   std::int64_t next_announce = 0;

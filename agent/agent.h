@@ -108,6 +108,7 @@ class Agent {
   EnrollmentState state_;
   std::optional<TunnelDocument> document_;  // last applied
   std::int64_t last_ensure_ = 0;
+  std::int64_t request_backoff_ms_ = 1000;  // next wait after a failed enroll/request
 };
 
 }  // namespace portcullis::agent

@@ -67,10 +67,14 @@ std::optional<std::string> check_pin(const std::string& s) {
   const std::string why =
       in_quotes(s) +
       " is not a public key pin: expected \"sha256//\" and 44 base64 characters, as portcullisd "
-      "logs it at start (tls_pin=)";
-  if (s.rfind(kPrefix, 0) != 0) return why;
-  // A SHA-256 digest is 32 bytes, like a WireGuard key: the same strict base64 rules apply.
-  if (!decode_key_base64(std::string_view(s).substr(kPrefix.size()))) return why;
+      "logs it at start (tls_pin=), or a certificate fingerprint \"AB:CD:...\" (32 bytes), as "
+      "`openssl x509 -noout -fingerprint -sha256` prints it";
+  if (s.rfind(kPrefix, 0) == 0) {
+    // A SHA-256 digest is 32 bytes, like a WireGuard key: the same strict base64 rules apply.
+    if (!decode_key_base64(std::string_view(s).substr(kPrefix.size()))) return why;
+    return std::nullopt;
+  }
+  if (!parse_certificate_fingerprint(s)) return why;
   return std::nullopt;
 }
 
@@ -231,6 +235,24 @@ Status apply_env(AgentConfig& c, const Environment& env) {
 }
 
 }  // namespace
+
+std::optional<std::array<std::uint8_t, 32>> parse_certificate_fingerprint(std::string_view s) {
+  // "AB:CD:...:EF": 32 pairs of hex digits, 31 colons.
+  if (s.size() != 32 * 3 - 1) return std::nullopt;
+  auto nibble = [](char ch) -> int {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+  };
+  std::array<std::uint8_t, 32> out{};
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = nibble(s[i * 3]), lo = nibble(s[i * 3 + 1]);
+    if (hi < 0 || lo < 0 || (i + 1 < out.size() && s[i * 3 + 2] != ':')) return std::nullopt;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
 
 Environment environment_from(char** envp) {
   Environment env;

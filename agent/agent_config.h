@@ -7,7 +7,9 @@
 // The file (/etc/portcullis/agent.toml; keys at the top level, all optional except the first two):
 //   gateway_url = "https://gw.example.net:8443"   # the gateway's HTTPS API
 //   gateway_pin = "sha256//<base64>"              # SHA-256 of the gateway's TLS public key
-//                                                 # (SPKI), as portcullisd logs it (tls_pin=)
+//                                                 # (SPKI), as portcullisd logs it (tls_pin=),
+//                 or "AB:CD:...:EF"               # SHA-256 of its whole certificate (DER), as
+//                                                 # `openssl x509 -fingerprint -sha256` prints it
 //   enrollment_code = ""          # single-use code: approval without waiting for an operator
 //   hostname = ""                 # "" = this machine's host name
 //   interface = "portcullis"
@@ -25,9 +27,12 @@
 // Environment: PORTCULLIS_AGENT_<KEY> in upper case (PORTCULLIS_AGENT_GATEWAY_URL=...). An
 // unknown PORTCULLIS_AGENT_* variable is an error (a typo should not be silently ignored).
 
+#include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "dataplane/base/log.h"
 #include "dataplane/base/result.h"
@@ -39,7 +44,7 @@ inline constexpr const char* kDefaultConfigPath = "/etc/portcullis/agent.toml";
 
 struct AgentConfig {
   std::string gateway_url;
-  std::string gateway_pin;  // "sha256//<44 base64 characters>"
+  std::string gateway_pin;  // "sha256//<44 base64 characters>" or "AB:CD:...:EF" (32 bytes)
   std::string enrollment_code;
   std::string hostname;
   std::string interface = "portcullis";
@@ -54,6 +59,9 @@ struct AgentConfig {
   int handshake_max_age_s = 180;
   LogLevel log_level = LogLevel::kInfo;
 };
+
+// The 32 bytes of a certificate fingerprint pin "AB:CD:...:EF" (either case); none otherwise.
+std::optional<std::array<std::uint8_t, 32>> parse_certificate_fingerprint(std::string_view s);
 
 using Environment = std::map<std::string, std::string>;
 Environment environment_from(char** envp);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 
@@ -11,6 +12,10 @@ namespace portcullis::agent {
 namespace {
 
 constexpr const char* kPin = "sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+// `openssl x509 -noout -fingerprint -sha256` form (SHA-256 of the whole certificate).
+constexpr const char* kFingerprint =
+    "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:"
+    "FF";
 
 class AgentConfigTest : public ::testing::Test {
  protected:
@@ -113,6 +118,13 @@ TEST_F(AgentConfigTest, Rejections) {
        {},
        "not a public key pin"},
       {"gateway_pin = \"sha256//abc\"\n", {}, "not a public key pin"},
+      // A certificate fingerprint one byte short, and one with a stray character.
+      {"gateway_pin = \"" + std::string(kFingerprint).substr(3) + "\"\n",
+       {},
+       "not a public key pin"},
+      {"gateway_pin = \"" + std::string(kFingerprint).replace(2, 1, "-") + "\"\n",
+       {},
+       "not a public key pin"},
       {base() + "mtu = 100\n", {}, "mtu: expected an integer from 1280 to 9000, got 100 (line 3)"},
       {base() + "mtu = \"1420\"\n", {}, "mtu: expected an integer (line 3)"},
       {base() + "backend = \"magic\"\n", {}, "backend: expected one of auto, kernel, userspace"},
@@ -141,6 +153,23 @@ TEST_F(AgentConfigTest, Rejections) {
         << "config:\n"
         << c.body << "error: " << (err.empty() ? "(loaded)" : err);
   }
+}
+
+TEST_F(AgentConfigTest, CertificateFingerprintPin) {
+  auto c = load("gateway_url = \"https://gw:8443\"\ngateway_pin = \"" + std::string(kFingerprint) +
+                "\"\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->gateway_pin, kFingerprint);
+  auto bytes = parse_certificate_fingerprint(kFingerprint);
+  ASSERT_TRUE(bytes);
+  EXPECT_EQ((*bytes)[0], 0x0a);
+  EXPECT_EQ((*bytes)[9], 0x93);
+  EXPECT_EQ((*bytes)[31], 0xff);
+  std::string lower = kFingerprint;
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  EXPECT_EQ(parse_certificate_fingerprint(lower), bytes);
+  EXPECT_FALSE(parse_certificate_fingerprint(std::string(kFingerprint) + ":00"));
+  EXPECT_FALSE(parse_certificate_fingerprint(kPin));
 }
 
 TEST_F(AgentConfigTest, DescribeHidesTheEnrollmentCode) {

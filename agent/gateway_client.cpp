@@ -1,6 +1,14 @@
 #include "agent/gateway_client.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
 #include <mutex>
+
+#include "agent/agent_config.h"
 
 namespace portcullis::agent {
 namespace {
@@ -24,6 +32,61 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   }
   sink->text.append(data, size * n);
   return size * n;
+}
+
+// The SSL_CTX ex_data slot that carries the GatewayClient::CertificatePin to the verify callback.
+int certificate_pin_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+std::string fingerprint_text(const unsigned char* md, unsigned int n) {
+  std::string out;
+  char hex[4];
+  for (unsigned int i = 0; i < n; ++i) {
+    std::snprintf(hex, sizeof hex, i + 1 < n ? "%02X:" : "%02X", md[i]);
+    out += hex;
+  }
+  return out;
+}
+
+// OpenSSL calls this for every certificate of the chain, the leaf (depth 0) last. The pin is the
+// only trust: errors about the chain (self-signed, unknown issuer, expired) are ignored, and the
+// leaf passes only when its SHA-256 is the pinned one. Returning 0 aborts the handshake.
+int verify_certificate_pin(int /*preverify_ok*/, X509_STORE_CTX* store) {
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  if (ssl == nullptr) return 0;
+  auto* pin = static_cast<GatewayClient::CertificatePin*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), certificate_pin_index()));
+  if (pin == nullptr) return 0;
+  if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
+  X509* leaf = X509_STORE_CTX_get_current_cert(store);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (leaf == nullptr || X509_digest(leaf, EVP_sha256(), md, &n) != 1 || n != pin->want.size()) {
+    pin->mismatch = true;
+    pin->seen = "unreadable";
+    return 0;
+  }
+  if (CRYPTO_memcmp(md, pin->want.data(), n) != 0) {
+    pin->mismatch = true;
+    pin->seen = fingerprint_text(md, n);
+    return 0;
+  }
+  X509_STORE_CTX_set_error(store, X509_V_OK);
+  return 1;
+}
+
+// CURLOPT_SSL_CTX_FUNCTION: curl has set SSL_VERIFY_NONE (VERIFYPEER off) before calling this, so
+// the mode set here is the one the handshake uses.
+CURLcode install_certificate_pin(CURL*, void* ssl_ctx, void* user) {
+  auto* ctx = static_cast<SSL_CTX*>(ssl_ctx);
+  if (certificate_pin_index() < 0 || SSL_CTX_set_ex_data(ctx, certificate_pin_index(), user) != 1) {
+    return CURLE_SSL_CERTPROBLEM;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_certificate_pin);
+  return CURLE_OK;
 }
 
 Error transport_error(CURLcode code, const std::string& url, const char* detail) {
@@ -64,6 +127,7 @@ GatewayClient::GatewayClient(GatewayClientOptions options) : options_(std::move(
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   curl_.reset(curl_easy_init());
+  if (auto fp = parse_certificate_fingerprint(options_.pin)) certificate_pin_.emplace().want = *fp;
 }
 
 GatewayClient::~GatewayClient() = default;
@@ -85,7 +149,18 @@ Result<ApiReply> GatewayClient::post(const std::string& path, const nlohmann::js
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
   curl_easy_setopt(c, CURLOPT_CAINFO, nullptr);
   curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
-  curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, options_.pin.c_str());
+  if (certificate_pin_) {
+    certificate_pin_->mismatch = false;
+    if (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, install_certificate_pin) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, &*certificate_pin_) != CURLE_OK) {
+      return fail_errno(ENOTSUP,
+                        "this libcurl cannot check a certificate fingerprint pin (needs the "
+                        "OpenSSL backend): use the public key pin (sha256//..., tls_pin= in the "
+                        "gateway's log) as gateway_pin");
+    }
+  } else {
+    curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, options_.pin.c_str());
+  }
   curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(options_.connect_timeout.count()));
@@ -113,6 +188,14 @@ Result<ApiReply> GatewayClient::post(const std::string& path, const nlohmann::js
   if (sink.too_large) {
     return fail_errno(EMSGSIZE, "answer of the gateway at " + url + " is over " +
                                     std::to_string(kMaxReplyBytes) + " bytes");
+  }
+  if (code != CURLE_OK && certificate_pin_ && certificate_pin_->mismatch) {
+    return fail_errno(EKEYREJECTED,
+                      "the gateway at " + url + " presented a TLS certificate with SHA-256 " +
+                          certificate_pin_->seen +
+                          " that does not match gateway_pin: refusing to talk to it (nothing was "
+                          "sent); check the pin against `openssl x509 -noout -fingerprint "
+                          "-sha256` of the gateway's certificate");
   }
   if (code != CURLE_OK) return fail(transport_error(code, url, errbuf));
 

@@ -1,13 +1,21 @@
 #pragma once
-// The HTTPS client for the gateway's agent API (libcurl). Trust comes only from the pinned public
-// key of the gateway's self-signed certificate: the CA store is not used, and curl checks the pin
-// during the TLS handshake, before any request byte is sent. A mismatch is its own error
-// (EKEYREJECTED) so the agent can say exactly that.
+// The HTTPS client for the gateway's agent API (libcurl over OpenSSL). Trust comes only from the
+// pin of the gateway's self-signed certificate; the CA store is not used. Two pin forms:
+//   "sha256//<base64>"  SHA-256 of the certificate's public key (SPKI): CURLOPT_PINNEDPUBLICKEY,
+//                       which curl checks at the end of the TLS handshake;
+//   "AB:CD:...:EF"      SHA-256 of the whole certificate (DER): checked by our OpenSSL verify
+//                       callback (installed through CURLOPT_SSL_CTX_FUNCTION) on the leaf
+//                       certificate, so a mismatch fails the handshake itself.
+// Either way the check happens before curl writes the first byte of the request. A mismatch is its
+// own error (EKEYREJECTED) so the agent can say exactly that.
 
 #include <curl/curl.h>
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +37,7 @@ struct ApiReply {
 
 struct GatewayClientOptions {
   std::string base_url;  // "https://10.0.9.1:8443"
-  std::string pin;       // "sha256//<base64 SPKI digest>"
+  std::string pin;       // "sha256//<base64 SPKI digest>" or "AB:CD:..." (certificate SHA-256)
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{20000};  // whole request; vpn/ready may wait up to 5 s
 };
@@ -51,12 +59,20 @@ class GatewayClient {
 
   const std::string& base_url() const { return options_.base_url; }
 
+  // What the verify callback of a certificate-fingerprint pin compares and records.
+  struct CertificatePin {
+    std::array<std::uint8_t, 32> want{};
+    bool mismatch = false;  // the last handshake presented another certificate
+    std::string seen;       // its fingerprint, "AB:CD:..."
+  };
+
  private:
   struct CurlDeleter {
     void operator()(CURL* c) const { curl_easy_cleanup(c); }
   };
   GatewayClientOptions options_;
   std::unique_ptr<CURL, CurlDeleter> curl_;
+  std::optional<CertificatePin> certificate_pin_;
 };
 
 }  // namespace portcullis::agent

@@ -15,6 +15,7 @@
 
 #include "agent/agent.h"
 #include "agent/health_server.h"
+#include "agent/privileges.h"
 #include "dataplane/base/key_file.h"
 #include "dataplane/base/log.h"
 #include "dataplane/link/netlink_links.h"
@@ -104,6 +105,17 @@ int run(int argc, char** argv) {
     health = std::move(*h);
     log_info("health endpoint listening",
              {{"url", "http://127.0.0.1:" + std::to_string(health->port()) + "/healthz"}});
+  }
+
+  // Everything that needs more than CAP_NET_ADMIN is done (state files, keys, sockets): keep that
+  // one capability for healing and drop the rest (see privileges.h).
+  if (auto s = agent::keep_only_net_admin(); !s) {
+    return fatal(s.error(), "cannot drop privileges");
+  }
+  if (auto caps = agent::read_capabilities()) {
+    char text[40];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(caps->effective));
+    log_info("privileges dropped, keeping CAP_NET_ADMIN only", {{"cap_eff", text}});
   }
 
   agent::Agent a(*config, std::move(*identity), std::move(*wg_key), **links, board, unix_now);
