@@ -14,10 +14,17 @@
 //
 // Scenarios: (1) enrollment by code, by operator approval (`portcullisd enrollment approve`),
 // and one left pending without a tunnel; (2) handshakes within 10 s of approval, the gateway
-// reaches :5985 and not :8080, the agent routes only the gateway /32; (4) the agent's interface
-// deleted behind its back comes back within 30 s; (5) revoke: the tunnel stops passing traffic,
-// the agent removes its interface and says why; (6) a wrong pin: the agent refuses, the gateway
-// never hears of it.
+// reaches :5985 and not :8080, the agent routes only the gateway /32; (2b) agent -> agent through
+// the gateway (forwarding on, the agent's peer widened behind its back) is dropped by the
+// gateway's "agent to agent" rule, and an agent cannot open a connection to the gateway;
+// (3) one device's allowlist changed over the admin socket takes effect while the other tunnel's
+// handshake time and counters at the gateway stay exactly the same; (4a) portcullisd restarted
+// (SIGTERM, start): no tunnel notices; (4b) the agent's interface deleted behind its back comes
+// back within 30 s; (5) revoke: the tunnel stops passing traffic, the agent removes its interface
+// and says why; (6) a wrong pin: the agent refuses, the gateway never hears of it.
+//
+// PORTCULLIS_WG_BACKEND=kernel runs both sides on kernel WireGuard (the vm_agent_e2e entry runs
+// TunnelsUntouchedByAllowlistChangeAndRestart that way inside ../shared/vm); default wireguard-go.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -30,9 +37,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -61,6 +70,14 @@ constexpr const char* kGatewayAddress = "10.0.20.1";
 constexpr std::uint16_t kAllowedPort = 5985;
 constexpr std::uint16_t kBlockedPort = 8080;
 constexpr std::uint16_t kHealthPort = 9273;
+constexpr std::uint16_t kNewPort = 2222;  // not in the default policy; agent2 gets it in (3)
+constexpr std::uint16_t kGatewayServicePort = 7001;  // a gateway listener agents must not reach
+
+// "kernel" or "userspace" (default): the WireGuard backend of the gateway and of every agent.
+std::string wireguard_backend() {
+  const char* b = std::getenv("PORTCULLIS_WG_BACKEND");
+  return b != nullptr && std::string(b) == "kernel" ? "kernel" : "userspace";
+}
 
 std::string pid_text() { return std::to_string(::getpid()); }
 
@@ -167,6 +184,8 @@ class AgentProcess {
     return pid > 0;
   }
 
+  pid_t pid() const { return pid_; }
+
   bool running() {
     if (pid_ <= 0) return false;
     int status = 0;
@@ -250,7 +269,7 @@ class AgentE2eTest : public ::testing::Test {
     o.netns_path = gw_->path();
     o.state_dir = dir_ + "/gateway/state";
     o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
-             {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
+             {"PORTCULLIS_WIREGUARD_BACKEND", wireguard_backend()},
              {"PORTCULLIS_API_LISTEN", kGatewayAddress},
              {"PORTCULLIS_ADMIN_SOCKET", dir_ + "/admin.sock"},
              {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"}};
@@ -289,8 +308,8 @@ class AgentE2eTest : public ::testing::Test {
     a->write_config("gateway_url = \"https://" + std::string(kGatewayAddress) + ":8443\"\n" +
                     "gateway_pin = \"" + pin + "\"\n" + "hostname = \"agent" +
                     std::to_string(i + 1) + "\"\n" + "interface = \"" + agent_if_[i] + "\"\n" +
-                    "backend = \"userspace\"\n" + "state_dir = \"" + dir_ + "/agent" +
-                    std::to_string(i + 1) + "/state\"\n" + "ensure_interval_s = 5\n" +
+                    "backend = \"" + wireguard_backend() + "\"\n" + "state_dir = \"" + dir_ +
+                    "/agent" + std::to_string(i + 1) + "/state\"\n" + "ensure_interval_s = 5\n" +
                     "heartbeat_interval_s = 2\npoll_max_interval_s = 1\n" + extra);
     EXPECT_TRUE(a->start());
     if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(i + 1);
@@ -320,8 +339,144 @@ class AgentE2eTest : public ::testing::Test {
     return static_cast<long long>(::time(nullptr)) - t;
   }
 
+  // The gateway's view of each peer, keyed by its allowed IP ("10.255.0.2/32"):
+  // "<latest handshake> <rx bytes> <tx bytes>" from `wg show <if> dump`.
+  std::map<std::string, std::string> gateway_peers() {
+    auto r = gw_->run("wg show " + gw_if_ + " dump");
+    EXPECT_TRUE(r.ok()) << "wg show " << gw_if_ << " dump";
+    std::map<std::string, std::string> out;
+    std::istringstream lines(r.out);
+    std::string line;
+    std::getline(lines, line);  // the interface itself
+    while (std::getline(lines, line)) {
+      std::istringstream f(line);
+      std::string pub, psk, endpoint, ips, handshake, rx, tx;
+      if (f >> pub >> psk >> endpoint >> ips >> handshake >> rx >> tx) {
+        out[ips] = handshake + " " + rx + " " + tx;
+      }
+    }
+    return out;
+  }
+
+  // Agent-to-agent packets the gateway dropped, or -1: its nftables rule
+  // `... counter drop comment "agent to agent"` plus the eBPF filter's agent-to-agent counters
+  // (from its /metrics). The eBPF program sits on tc ingress of the tunnel, before netfilter's
+  // forward hook, so with both layers up it is the one that sees them.
+  long long agent_to_agent_drops() {
+    auto nft = gw_->run(
+        "nft list chain inet portcullis filter-forward | grep 'agent to agent' | "
+        "sed -n 's/.* packets \\([0-9]*\\) .*/\\1/p'");
+    auto bpf = gw_->run("curl -sk https://" + std::string(kGatewayAddress) +
+                        ":8443/metrics | grep '^portcullis_filter_packets_total' | "
+                        "grep 'reason=\"agent-to-agent\"' | awk '{s+=$NF} END {print s+0}'");
+    if (!nft.ok() || nft.out.empty() || !bpf.ok() || bpf.out.empty()) return -1;
+    return std::stoll(nft.out) + std::stoll(bpf.out);
+  }
+
+  // Traffic on both tunnels now, then 11 s without any: WireGuard answers received data with a
+  // keepalive after 10 s, and the agents' persistent keepalive (30 s) is not due before 30 s after
+  // their last packet. From the return on, the gateway's handshake times and counters hold still
+  // for at least 19 s unless something touches a tunnel.
+  void quiet_tunnels(std::uint16_t port2) {
+    EXPECT_TRUE(tcp_connects(*gw_, ip1_, kAllowedPort));
+    EXPECT_TRUE(tcp_connects(*gw_, ip2_, port2));
+    std::this_thread::sleep_for(std::chrono::seconds(11));
+  }
+
   json health(int i) {
     return json::parse(http_get(*agent_ns_[i], kHealthPort, "/healthz"), nullptr, false);
+  }
+
+  // Scenarios 1 and 2: agent1 enrolls with a code, agent2 is approved by the operator, agent3
+  // stays pending; both tunnels come up, the gateway reaches :5985 and not :8080. Sets ip1_, ip2_.
+  void enroll_and_bring_up() {
+    start_daemon();
+    for (int i = 0; i < 3; ++i) {
+      listeners_.push_back(tcp_listen(*agent_ns_[i], kAllowedPort));
+      listeners_.push_back(tcp_listen(*agent_ns_[i], kBlockedPort));
+    }
+
+    // (1) Enrollment: agent1 with a code, agent2 approved by the operator, agent3 left pending.
+    json code = admin("enrollment-code create --ttl 1h");
+    ASSERT_TRUE(code.is_object() && code.contains("code")) << code.dump();
+    start_agent(0, "enrollment_code = \"" + code["code"].get<std::string>() + "\"\n", pin_);
+    start_agent(1, "", pin_);
+    start_agent(2, "", pin_);
+
+    json pending2, pending3;
+    ASSERT_TRUE(wait_for(
+        [&] {
+          pending2 = find_by_hostname("enrollment list", "agent2");
+          pending3 = find_by_hostname("enrollment list", "agent3");
+          return pending2.is_object() && pending3.is_object();
+        },
+        std::chrono::seconds(20)))
+        << "agents 2 and 3 did not request enrollment";
+    EXPECT_EQ(pending2.value("status", ""), "pending");
+    EXPECT_EQ(pending3.value("status", ""), "pending");
+    EXPECT_TRUE(wait_for(
+        [&] {
+          return agents_[1]->log().find(
+                     "waiting for approval of agent2 at "
+                     "https://10.0.20.1:8443") != std::string::npos;
+        },
+        std::chrono::seconds(10)));
+
+    // agent1 (by code) comes up on its own.
+    EXPECT_TRUE(wait_for([&] { return handshake_age(0) >= 0; }, std::chrono::seconds(20)))
+        << "agent1 (enrollment code) has no handshake";
+
+    // (2) Approve agent2: handshake within 10 s.
+    const auto approved_at = Clock::now();
+    ASSERT_TRUE(admin("enrollment approve " + pending2["id"].get<std::string>()).is_object());
+    ASSERT_TRUE(wait_for([&] { return handshake_age(1) >= 0; }, std::chrono::seconds(10)))
+        << "agent2: no handshake within 10 s of approval";
+    const auto approval_to_handshake =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - approved_at);
+    std::fprintf(stderr, "approval to first handshake: %lld ms\n",
+                 static_cast<long long>(approval_to_handshake.count()));
+    RecordProperty("approval_to_handshake_ms", static_cast<int>(approval_to_handshake.count()));
+
+    ip1_ = tunnel_address(0);
+    ip2_ = tunnel_address(1);
+    const std::string &ip1 = ip1_, &ip2 = ip2_;
+    ASSERT_FALSE(ip1.empty());
+    ASSERT_FALSE(ip2.empty());
+    EXPECT_NE(ip1, ip2);
+    for (int i : {0, 1}) {
+      const std::string ip = i == 0 ? ip1 : ip2;
+      EXPECT_TRUE(
+          wait_for([&] { return tcp_connects(*gw_, ip, kAllowedPort); }, std::chrono::seconds(10)))
+          << "gateway cannot reach agent" << i + 1 << " " << ip << ":" << kAllowedPort;
+      EXPECT_FALSE(tcp_connects(*gw_, ip, kBlockedPort))
+          << "gateway reached agent" << i + 1 << " on a port not allowed";
+      // The only route the agent added is the gateway /32 over its tunnel.
+      auto routes = agent_ns_[i]->run("ip -4 route show dev " + agent_if_[i]);
+      EXPECT_EQ(routes.out, "10.255.0.1 proto 120 scope link \n") << routes.out;
+      auto peers = agent_ns_[i]->run("wg show " + agent_if_[i] + " allowed-ips");
+      EXPECT_NE(peers.out.find("\t10.255.0.1/32\n"), std::string::npos) << peers.out;
+      EXPECT_TRUE(
+          wait_for([&] { return health(i).value("status", "") == "ok"; }, std::chrono::seconds(10)))
+          << "agent" << i + 1 << " health: " << health(i).dump();
+    }
+    json h1 = health(0);
+    EXPECT_EQ(h1.value("enrolled", false), true);
+    EXPECT_EQ(h1.value("tunnel", ""), "up");
+    EXPECT_NE(http_get(*agent_ns_[0], kHealthPort, "/metrics").find("portcullis_agent_tunnel_up 1"),
+              std::string::npos);
+
+    // The agents run with CAP_NET_ADMIN only (effective and bounding), from start on.
+    for (int i : {0, 1}) {
+      const std::string status =
+          read_file("/proc/" + std::to_string(agents_[i]->pid()) + "/status");
+      EXPECT_NE(status.find("CapEff:\t0000000000001000\n"), std::string::npos) << status;
+      EXPECT_NE(status.find("CapBnd:\t0000000000001000\n"), std::string::npos) << status;
+    }
+
+    // agent3 stays pending: no interface, no tunnel, health says so.
+    EXPECT_FALSE(has_interface(2));
+    EXPECT_EQ(find_by_hostname("enrollment list", "agent3").value("status", ""), "pending");
+    EXPECT_EQ(health(2).value("state", ""), "pending");
   }
 
   std::string dir_;
@@ -333,88 +488,16 @@ class AgentE2eTest : public ::testing::Test {
   std::vector<std::unique_ptr<AgentProcess>> agents_;
   std::vector<UniqueFd> listeners_;
   std::string pin_;
+  std::string ip1_, ip2_;
 };
 
 TEST_F(AgentE2eTest, EnrollTunnelHealRevokeAndWrongPin) {
-  start_daemon();
-  for (int i = 0; i < 3; ++i) {
-    listeners_.push_back(tcp_listen(*agent_ns_[i], kAllowedPort));
-    listeners_.push_back(tcp_listen(*agent_ns_[i], kBlockedPort));
-  }
+  enroll_and_bring_up();
+  if (HasFatalFailure()) return;
+  const std::string &ip1 = ip1_, &ip2 = ip2_;
 
-  // (1) Enrollment: agent1 with a code, agent2 approved by the operator, agent3 left pending.
-  json code = admin("enrollment-code create --ttl 1h");
-  ASSERT_TRUE(code.is_object() && code.contains("code")) << code.dump();
-  start_agent(0, "enrollment_code = \"" + code["code"].get<std::string>() + "\"\n", pin_);
-  start_agent(1, "", pin_);
-  start_agent(2, "", pin_);
-
-  json pending2, pending3;
-  ASSERT_TRUE(wait_for(
-      [&] {
-        pending2 = find_by_hostname("enrollment list", "agent2");
-        pending3 = find_by_hostname("enrollment list", "agent3");
-        return pending2.is_object() && pending3.is_object();
-      },
-      std::chrono::seconds(20)))
-      << "agents 2 and 3 did not request enrollment";
-  EXPECT_EQ(pending2.value("status", ""), "pending");
-  EXPECT_EQ(pending3.value("status", ""), "pending");
-  EXPECT_TRUE(wait_for(
-      [&] {
-        return agents_[1]->log().find(
-                   "waiting for approval of agent2 at "
-                   "https://10.0.20.1:8443") != std::string::npos;
-      },
-      std::chrono::seconds(10)));
-
-  // agent1 (by code) comes up on its own.
-  EXPECT_TRUE(wait_for([&] { return handshake_age(0) >= 0; }, std::chrono::seconds(20)))
-      << "agent1 (enrollment code) has no handshake";
-
-  // (2) Approve agent2: handshake within 10 s.
-  const auto approved_at = Clock::now();
-  ASSERT_TRUE(admin("enrollment approve " + pending2["id"].get<std::string>()).is_object());
-  ASSERT_TRUE(wait_for([&] { return handshake_age(1) >= 0; }, std::chrono::seconds(10)))
-      << "agent2: no handshake within 10 s of approval";
-  const auto approval_to_handshake =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - approved_at);
-  std::fprintf(stderr, "approval to first handshake: %lld ms\n",
-               static_cast<long long>(approval_to_handshake.count()));
-  RecordProperty("approval_to_handshake_ms", static_cast<int>(approval_to_handshake.count()));
-
-  const std::string ip1 = tunnel_address(0), ip2 = tunnel_address(1);
-  ASSERT_FALSE(ip1.empty());
-  ASSERT_FALSE(ip2.empty());
-  EXPECT_NE(ip1, ip2);
-  for (int i : {0, 1}) {
-    const std::string ip = i == 0 ? ip1 : ip2;
-    EXPECT_TRUE(
-        wait_for([&] { return tcp_connects(*gw_, ip, kAllowedPort); }, std::chrono::seconds(10)))
-        << "gateway cannot reach agent" << i + 1 << " " << ip << ":" << kAllowedPort;
-    EXPECT_FALSE(tcp_connects(*gw_, ip, kBlockedPort))
-        << "gateway reached agent" << i + 1 << " on a port not allowed";
-    // The only route the agent added is the gateway /32 over its tunnel.
-    auto routes = agent_ns_[i]->run("ip -4 route show dev " + agent_if_[i]);
-    EXPECT_EQ(routes.out, "10.255.0.1 proto 120 scope link \n") << routes.out;
-    auto peers = agent_ns_[i]->run("wg show " + agent_if_[i] + " allowed-ips");
-    EXPECT_NE(peers.out.find("\t10.255.0.1/32\n"), std::string::npos) << peers.out;
-    EXPECT_TRUE(
-        wait_for([&] { return health(i).value("status", "") == "ok"; }, std::chrono::seconds(10)))
-        << "agent" << i + 1 << " health: " << health(i).dump();
-  }
-  json h1 = health(0);
-  EXPECT_EQ(h1.value("enrolled", false), true);
-  EXPECT_EQ(h1.value("tunnel", ""), "up");
-  EXPECT_NE(http_get(*agent_ns_[0], kHealthPort, "/metrics").find("portcullis_agent_tunnel_up 1"),
-            std::string::npos);
-
-  // agent3 stays pending: no interface, no tunnel, health says so.
-  EXPECT_FALSE(has_interface(2));
-  EXPECT_EQ(find_by_hostname("enrollment list", "agent3").value("status", ""), "pending");
-  EXPECT_EQ(health(2).value("state", ""), "pending");
-
-  // (4) Delete agent1's interface: it heals within 30 s, and traffic flows again.
+  // (4b) Delete agent1's interface: it heals within 30 s (with CAP_NET_ADMIN only: a new link,
+  // and with the userspace backend a new wireguard-go), and traffic flows again.
   ASSERT_TRUE(agent_ns_[0]->run("ip link del dev " + agent_if_[0]).ok());
   const auto deleted_at = Clock::now();
   EXPECT_TRUE(
@@ -461,6 +544,142 @@ TEST_F(AgentE2eTest, EnrollTunnelHealRevokeAndWrongPin) {
       << agents_[3]->log();
   EXPECT_TRUE(find_by_hostname("enrollment list", "agent4").is_null());
   EXPECT_FALSE(has_interface(3));
+
+  // (6b) The certificate-fingerprint form of the pin ("AB:CD:...", SHA-256 of the whole
+  // certificate, as openssl prints it): a wrong one is refused in the TLS handshake; the right
+  // one reaches the gateway (agent4 shows up pending).
+  auto fp = testing::run("openssl x509 -noout -fingerprint -sha256 -in " + dir_ +
+                         "/gateway/state/tls/cert.pem | sed 's/.*=//'");
+  ASSERT_TRUE(fp.ok());
+  const std::string fingerprint = fp.out.substr(0, fp.out.find('\n'));
+  ASSERT_EQ(fingerprint.size(), 95u) << fp.out;
+  std::string wrong = fingerprint;
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  const std::size_t offset = agents_[3]->log().size();
+  start_agent(3, "health_port = 0\n", wrong);
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto log = agents_[3]->log();
+        return log.find("presented a TLS certificate with SHA-256 " + fingerprint +
+                            " that does not match gateway_pin",
+                        offset) != std::string::npos;
+      },
+      std::chrono::seconds(15)))
+      << agents_[3]->log().substr(offset);
+  EXPECT_TRUE(find_by_hostname("enrollment list", "agent4").is_null());
+  start_agent(3, "health_port = 0\n", fingerprint);
+  EXPECT_TRUE(wait_for(
+      [&] {
+        return find_by_hostname("enrollment list", "agent4").value("status", "") == "pending";
+      },
+      std::chrono::seconds(15)))
+      << "agent4 with the right certificate fingerprint did not reach the gateway\n"
+      << agents_[3]->log().substr(offset);
+}
+
+TEST_F(AgentE2eTest, TunnelsUntouchedByAllowlistChangeAndRestart) {
+  enroll_and_bring_up();
+  if (HasFatalFailure()) return;
+  const std::string &ip1 = ip1_, &ip2 = ip2_;
+  const std::string peer1 = ip1 + "/32", peer2 = ip2 + "/32";
+
+  // (2b) Agent-initiated flows fail. With the agent's own configuration there is no way to
+  // another agent (only the gateway /32 is routed and allowed).
+  EXPECT_FALSE(tcp_connects(*agent_ns_[1], ip1, kAllowedPort, 500));
+  // A listener on the gateway itself, reachable there, but an agent cannot connect to it through
+  // its tunnel (filter-input accepts only established/related from the tunnel).
+  listeners_.push_back(tcp_listen(*gw_, kGatewayServicePort));
+  EXPECT_TRUE(tcp_connects(*gw_, "10.255.0.1", kGatewayServicePort));
+  EXPECT_FALSE(tcp_connects(*agent_ns_[0], "10.255.0.1", kGatewayServicePort))
+      << "agent1 opened a connection to the gateway through its tunnel";
+  // Agent to agent through the gateway, with forwarding on there and agent1's peer widened to the
+  // pool behind its back (agent1 stopped; its interface stays): the gateway drops it and counts
+  // the drop.
+  agents_[0]->stop();
+  const std::string gw_key = agent_ns_[0]->run("wg show " + agent_if_[0] + " peers").out;
+  ASSERT_FALSE(gw_key.empty());
+  ASSERT_TRUE(gw_->run("sysctl -qw net.ipv4.ip_forward=1").ok());
+  ASSERT_TRUE(agent_ns_[0]
+                  ->run("wg set " + agent_if_[0] + " peer " + gw_key.substr(0, gw_key.find('\n')) +
+                        " allowed-ips 10.255.0.0/16 && ip route add " + ip2 + "/32 dev " +
+                        agent_if_[0])
+                  .ok());
+  const long long drops_before = agent_to_agent_drops();
+  ASSERT_GE(drops_before, 0);
+  EXPECT_FALSE(tcp_connects(*agent_ns_[0], ip2, kAllowedPort))
+      << "agent1 reached agent2 through the gateway";
+  EXPECT_GT(agent_to_agent_drops(), drops_before)
+      << "the gateway's 'agent to agent' rule did not see agent1's packets";
+  // agent1 started again repairs its peer (allowed ips exactly the gateway /32).
+  ASSERT_TRUE(agent_ns_[0]->run("ip route del " + ip2 + "/32 dev " + agent_if_[0]).ok());
+  ASSERT_TRUE(agents_[0]->start());
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto ips = agent_ns_[0]->run("wg show " + agent_if_[0] + " allowed-ips").out;
+        return ips.find("\t10.255.0.1/32\n") != std::string::npos &&
+               ips.find("10.255.0.0/16") == std::string::npos;
+      },
+      std::chrono::seconds(15)))
+      << "agent1 did not repair its widened peer";
+  ASSERT_TRUE(
+      wait_for([&] { return tcp_connects(*gw_, ip1, kAllowedPort); }, std::chrono::seconds(15)));
+
+  // (3) agent2's allowlist becomes 5900/tcp only: 5900 opens, 5985 closes, and agent1's tunnel
+  // at the gateway (latest handshake, rx, tx) does not move.
+  listeners_.push_back(tcp_listen(*agent_ns_[1], kNewPort));
+  EXPECT_FALSE(tcp_connects(*gw_, ip2, kNewPort, 500));
+  const std::string device2 = health(1).value("device_id", "");
+  ASSERT_FALSE(device2.empty());
+  quiet_tunnels(kAllowedPort);
+  const auto before = gateway_peers();
+  ASSERT_TRUE(before.count(peer1) && before.count(peer2)) << "gateway peers: " << before.size();
+  json ports = admin("device ports " + device2 + " " + std::to_string(kNewPort) + "/tcp");
+  ASSERT_TRUE(ports.is_object()) << ports.dump();
+  EXPECT_EQ(ports["ports"], json::array({std::to_string(kNewPort) + "/tcp"})) << ports.dump();
+  EXPECT_TRUE(
+      wait_for([&] { return tcp_connects(*gw_, ip2, kNewPort, 500); }, std::chrono::seconds(5)))
+      << "the new port of agent2 is not reachable";
+  EXPECT_TRUE(wait_for([&] { return !tcp_connects(*gw_, ip2, kAllowedPort, 500); },
+                       std::chrono::seconds(5)))
+      << "the removed port of agent2 is still reachable";
+  EXPECT_EQ(gateway_peers()[peer1], before.at(peer1))
+      << "agent1's tunnel moved while agent2's allowlist changed";
+
+  // (4a) Restart portcullisd: neither tunnel notices (no handshake, no packet), and afterwards
+  // both pass traffic under the allowlists they had. The agents' interfaces are not rebuilt.
+  const std::string ifindex1 =
+      agent_ns_[0]->run("cat /sys/class/net/" + agent_if_[0] + "/ifindex").out;
+  const std::string ifindex2 =
+      agent_ns_[1]->run("cat /sys/class/net/" + agent_if_[1] + "/ifindex").out;
+  quiet_tunnels(kNewPort);
+  const auto before_restart = gateway_peers();
+  const auto restart_at = Clock::now();
+  ASSERT_EQ(daemon_->stop(), 0);
+  const std::size_t log_offset[2] = {agents_[0]->log().size(), agents_[1]->log().size()};
+  ASSERT_EQ(daemon_->start(std::chrono::seconds(60)), "");
+  std::fprintf(stderr, "portcullisd restart: %lld ms\n",
+               static_cast<long long>(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - restart_at)
+                       .count()));
+  const auto after_restart = gateway_peers();
+  EXPECT_EQ(after_restart.at(peer1), before_restart.at(peer1)) << "agent1's tunnel moved";
+  EXPECT_EQ(after_restart.at(peer2), before_restart.at(peer2)) << "agent2's tunnel moved";
+  EXPECT_TRUE(tcp_connects(*gw_, ip1, kAllowedPort));
+  EXPECT_TRUE(tcp_connects(*gw_, ip2, kNewPort));
+  EXPECT_FALSE(tcp_connects(*gw_, ip2, kAllowedPort, 500));
+  EXPECT_FALSE(tcp_connects(*gw_, ip1, kBlockedPort, 500));
+  // The agents keep talking to the restarted gateway: an ensure answered after the restart,
+  // with nothing to change.
+  for (int i : {0, 1}) {
+    EXPECT_TRUE(wait_for(
+        [&] {
+          return agents_[i]->log().find("tunnel unchanged", log_offset[i]) != std::string::npos;
+        },
+        std::chrono::seconds(60)))
+        << "agent" << i + 1 << " made no successful ensure after the restart";
+  }
+  EXPECT_EQ(agent_ns_[0]->run("cat /sys/class/net/" + agent_if_[0] + "/ifindex").out, ifindex1);
+  EXPECT_EQ(agent_ns_[1]->run("cat /sys/class/net/" + agent_if_[1] + "/ifindex").out, ifindex2);
 }
 
 }  // namespace
