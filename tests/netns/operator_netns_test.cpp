@@ -1,0 +1,530 @@
+// The operator API end to end: the real portcullisd as a child process, an operator's browser
+// (session cookie + X-CSRF-Token) and a simulated agent over real HTTPS, real WireGuard
+// (wireguard-go) and the daemon's real nftables table and eBPF programs.
+//
+//   pcl-ogw-<pid>                                        pcl-oag-<pid>
+//   portcullisd (started by the test)                    the agent (this test process: HTTPS
+//     wireguard-go pclo<pid>: 10.255.0.1/16, UDP 30000     client, WireguardDevice, sockets)
+//     table inet portcullis, tc eBPF on pclo<pid>          wireguard-go pclp<pid>: 10.255.0.N/32
+//     HTTPS API 10.0.9.1:8443                              route 10.255.0.1/32 -> tunnel
+//     the operator's client (this test process)
+//   vg 10.0.9.1/24 ----------------------- veth ----------------------- va 10.0.9.2/24
+//
+// ApproveAllowlistExplainRevoke: /api/* answers 428 until POST /api/setup; login; the agent
+// enrolls (pending) and shows in GET /api/enrollments; approval through POST
+// /api/enrollments/<id>/approve; the agent's poll and vpn/ensure succeed and its tunnel
+// handshakes; PUT /api/device/vpn_config/<id> replaces the allowlist: the nft set agent-ports
+// and the pinned eBPF map pcl_agent_ports hold exactly the new entries, the new port connects
+// and the removed one does not; GET /api/explain says allowed for the allowed port and blocked
+// with a reason per layer for the removed one; GET /metrics passes `promtool check metrics`;
+// POST /api/devices/<id>/revoke: the peer, its set elements and map keys are gone and an
+// established flow is cut; the audit log holds the operator's actions.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/base/unique_fd.h"
+#include "dataplane/link/netlink_links.h"
+#include "dataplane/tunnel/tunnel_interface.h"
+#include "dataplane/wireguard/wireguard_go.h"
+#include "tests/support/agent_client.h"
+#include "tests/support/netns.h"
+#include "tests/support/operator_client.h"
+#include "tests/support/portcullisd_process.h"
+
+namespace portcullis {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::HttpReply;
+using testing::HttpsClient;
+using testing::NetnsGuard;
+using testing::OperatorClient;
+using testing::PortcullisdProcess;
+using testing::SimulatedAgent;
+using testing::TestNetns;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kGatewayVeth = "10.0.9.1";
+constexpr const char* kAgentVeth = "10.0.9.2";
+constexpr std::uint16_t kApiPort = 8443;
+constexpr int kNoConnectMs = 1000;  // a dropped SYN: no answer in this time means "blocked"
+constexpr const char* kAdmin = "admin";
+constexpr const char* kPassword = "operator-netns-password";
+
+std::string pid_text() { return std::to_string(::getpid()); }
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = "/tmp/pcl-op-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// ---- sockets in namespaces ------------------------------------------------------------------
+
+sockaddr_in sockaddr_of(const std::string& addr, std::uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+  return sa;
+}
+
+bool readable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
+}
+
+UniqueFd tcp_listen(const TestNetns& ns, const std::string& addr, std::uint16_t port) {
+  NetnsGuard in(ns);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int on = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  auto sa = sockaddr_of(addr, port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+      ::listen(fd.get(), 16) != 0) {
+    ADD_FAILURE() << "listen on " << addr << ":" << port << " in " << ns.name();
+    return UniqueFd();
+  }
+  return fd;
+}
+
+// A TCP connection from `ns` to addr:port, or an empty fd when none came up in time.
+UniqueFd tcp_connect(const TestNetns& ns, const std::string& addr, std::uint16_t port,
+                     int timeout_ms = kNoConnectMs) {
+  NetnsGuard in(ns);
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  auto sa = sockaddr_of(addr, port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) return fd;
+  if (errno != EINPROGRESS) return UniqueFd();
+  pollfd p{fd.get(), POLLOUT, 0};
+  if (::poll(&p, 1, timeout_ms) != 1) return UniqueFd();
+  int err = 0;
+  socklen_t len = sizeof(err);
+  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) return UniqueFd();
+  ::fcntl(fd.get(), F_SETFL, 0);
+  return fd;
+}
+
+UniqueFd accept_one(int listener, int timeout_ms) {
+  if (!readable(listener, timeout_ms)) return UniqueFd();
+  return UniqueFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+}
+
+// Sends on `from` and reports whether `to` got it within timeout_ms.
+bool delivers(int from, int to, int timeout_ms) {
+  if (::send(from, "x", 1, MSG_NOSIGNAL) != 1) return false;
+  char c;
+  return readable(to, timeout_ms) && ::recv(to, &c, 1, 0) == 1;
+}
+
+// ---- kernel state as the tools show it --------------------------------------------------------
+
+// `wg show <if> dump`: latest handshake (Unix seconds, "0" = never) by peer public key.
+std::map<std::string, std::string> wg_handshakes(const TestNetns& ns, const std::string& ifname) {
+  std::map<std::string, std::string> peers;
+  std::istringstream lines(ns.run("wg show " + ifname + " dump").out);
+  std::string line;
+  std::getline(lines, line);  // the interface
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    std::string pub, psk, endpoint, allowed, handshake;
+    f >> pub >> psk >> endpoint >> allowed >> handshake;
+    peers[pub] = handshake;
+  }
+  return peers;
+}
+
+// The elements of an nft set as text: "10.255.0.2 . tcp . 5985" or "10.255.0.2".
+std::set<std::string> nft_set(const TestNetns& ns, const std::string& set, bool* ok) {
+  auto r = ns.run("nft -j list set inet portcullis " + set + " 2>/dev/null");
+  *ok = r.ok();
+  std::set<std::string> out;
+  json doc = json::parse(r.out, nullptr, false);
+  if (!doc.is_object() || !doc.contains("nftables")) return out;
+  auto text = [](const json& v) -> std::string {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_integer()) return std::to_string(v.get<long long>());
+    return v.dump();
+  };
+  for (const auto& item : doc["nftables"]) {
+    if (!item.contains("set")) continue;
+    for (json e : item["set"].value("elem", json::array())) {
+      if (e.is_object() && e.contains("elem")) e = e["elem"]["val"];  // with a comment
+      if (e.is_object() && e.contains("concat")) {
+        std::string s;
+        for (const auto& part : e["concat"]) s += (s.empty() ? "" : " . ") + text(part);
+        out.insert(s);
+      } else {
+        out.insert(text(e));
+      }
+    }
+  }
+  return out;
+}
+
+// The keys of a pinned BPF map via `bpftool -j map dump pinned`: pcl_agents keys (IPv4 address,
+// network order) as "10.255.0.2"; pcl_agent_ports keys (struct pcl_port_key: address, port in
+// host order, proto, pad) as "10.255.0.2 . tcp . 5985", like the nft sets.
+std::set<std::string> bpf_map_keys(const std::string& pinned, bool* ok) {
+  auto r = testing::run("bpftool -j map dump pinned " + pinned + " 2>/dev/null");
+  std::set<std::string> out;
+  json entries = json::parse(r.out, nullptr, false);
+  *ok = r.ok() && entries.is_array();
+  if (!*ok) return out;
+  for (const auto& e : entries) {
+    std::vector<unsigned> b;
+    for (const auto& byte : e.value("key", json::array())) {
+      b.push_back(static_cast<unsigned>(std::stoul(byte.get<std::string>(), nullptr, 16)));
+    }
+    if (b.size() < 4) continue;
+    std::string key = std::to_string(b[0]) + "." + std::to_string(b[1]) + "." +
+                      std::to_string(b[2]) + "." + std::to_string(b[3]);
+    if (b.size() >= 7) {
+      const unsigned port = b[4] | (b[5] << 8);  // host order: little endian on x86
+      key += std::string(" . ") +
+             (b[6] == IPPROTO_TCP   ? "tcp"
+              : b[6] == IPPROTO_UDP ? "udp"
+                                    : "?") +
+             " . " + std::to_string(port);
+    }
+    out.insert(key);
+  }
+  return out;
+}
+
+// ---- the fixture ------------------------------------------------------------------------------
+
+class OperatorNetnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
+    gw_ns_ = std::make_unique<TestNetns>("ogw");
+    agent_ns_ = std::make_unique<TestNetns>("oag");
+    ASSERT_TRUE(gw_ns_->ok()) << "ip netns add " << gw_ns_->name();
+    ASSERT_TRUE(agent_ns_->ok()) << "ip netns add " << agent_ns_->name();
+    ASSERT_TRUE(testing::add_veth(*gw_ns_, "vg", *agent_ns_, "va"));
+    ASSERT_TRUE(gw_ns_->run(std::string("ip addr add ") + kGatewayVeth + "/24 dev vg").ok());
+    ASSERT_TRUE(agent_ns_->run(std::string("ip addr add ") + kAgentVeth + "/24 dev va").ok());
+    gw_if_ = "pclo" + pid_text();
+    agent_if_ = "pclp" + pid_text();
+
+    testing::PortcullisdOptions o;
+    o.binary = PORTCULLISD_BINARY;
+    o.netns_path = gw_ns_->path();
+    o.state_dir = dir_.path() + "/state";
+    o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
+             {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
+             {"PORTCULLIS_API_LISTEN", kGatewayVeth},
+             {"PORTCULLIS_API_PORT", std::to_string(kApiPort)},
+             {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"},
+             {"PORTCULLIS_LOG_LEVEL", "info"}};
+    daemon_ = std::make_unique<PortcullisdProcess>(o);
+    ASSERT_EQ(daemon_->start(std::chrono::seconds(60)), "");
+    auto pin = daemon_->log_field("portcullisd ready", "tls_pin");
+    ASSERT_TRUE(pin) << "no tls_pin in the ready line";
+    pin_ = *pin;
+    api_url_ = std::string("https://") + kGatewayVeth + ":" + std::to_string(kApiPort);
+  }
+
+  void TearDown() override {
+    if (daemon_) {
+      if (HasFailure()) {
+        std::fprintf(stderr, "---- portcullisd log (%s) ----\n%s\n", daemon_->log_path().c_str(),
+                     daemon_->log().c_str());
+      }
+      daemon_->kill9();
+    }
+    agent_tunnel_.reset();
+    if (!agent_if_.empty()) (void)wg::stop_wireguard_go(agent_if_);
+    if (!gw_if_.empty()) (void)wg::stop_wireguard_go(gw_if_);
+    agent_ns_.reset();
+    gw_ns_.reset();
+    if (!gw_if_.empty()) testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if_);
+  }
+
+  // Runs f with this thread in `ns` (the HTTPS clients connect from there).
+  template <class F>
+  auto in(const TestNetns& ns, F&& f) {
+    NetnsGuard guard(ns);
+    EXPECT_TRUE(guard.ok());
+    return f();
+  }
+
+  // The agent side of the tunnel from a vpn/ensure document (as the agent would do it).
+  void bring_up_agent_tunnel(const SimulatedAgent& agent, const json& doc) {
+    NetnsGuard guard(*agent_ns_);
+    ASSERT_TRUE(guard.ok());
+    auto links = link::NetlinkLinks::open();
+    ASSERT_TRUE(links) << links.error().message();
+    tunnel::TunnelInterfaceSpec spec;
+    spec.ifname = agent_if_;
+    spec.backend = wg::Backend::kUserspace;
+    spec.addresses = {*IpPrefix::parse(doc.value("address", ""))};
+    spec.routes = {*IpPrefix::parse("10.255.0.1/32")};
+    auto tun = tunnel::ensure_tunnel_interface(spec, **links);
+    ASSERT_TRUE(tun) << tun.error().message();
+    agent_tunnel_ = std::make_unique<tunnel::TunnelInterface>(std::move(*tun));
+    wg::DeviceDelta d;
+    d.private_key = agent.wg_private_key;
+    wg::PeerChange gw;
+    gw.public_key = *Key::from_base64(doc["gateway_wg_public_key"].get<std::string>());
+    const std::string endpoint = doc["gateway_endpoint"];  // "10.0.9.1:30000"
+    gw.endpoint = Endpoint(*IpAddress::parse(endpoint.substr(0, endpoint.rfind(':'))),
+                           doc["gateway_port"].get<int>());
+    gw.allowed_ips = std::vector<IpPrefix>{*IpPrefix::parse("10.255.0.1/32")};
+    gw.persistent_keepalive = doc["persistent_keepalive"].get<int>();
+    d.peers = {gw};
+    auto st = agent_tunnel_->device->apply(d);
+    ASSERT_TRUE(st) << st.error().message();
+  }
+
+  // The port elements of one agent address in the nft set and in the pinned eBPF map.
+  void expect_kernel_ports(const std::string& ip, const std::set<std::string>& ports) {
+    bool ok = false;
+    std::set<std::string> want;
+    for (const auto& p : ports) want.insert(ip + " . " + p);
+    EXPECT_EQ(nft_set(*gw_ns_, "agent-ports", &ok), want) << "nft list set agent-ports";
+    EXPECT_TRUE(ok);
+    EXPECT_EQ(bpf_map_keys("/sys/fs/bpf/portcullis/" + gw_if_ + "/pcl_agent_ports", &ok), want)
+        << "bpftool map dump pinned .../pcl_agent_ports";
+    EXPECT_TRUE(ok);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestNetns> gw_ns_, agent_ns_;
+  std::string gw_if_, agent_if_;
+  std::unique_ptr<PortcullisdProcess> daemon_;
+  std::unique_ptr<tunnel::TunnelInterface> agent_tunnel_;
+  std::string api_url_, pin_;
+};
+
+TEST_F(OperatorNetnsTest, ApproveAllowlistExplainRevoke) {
+  OperatorClient op(api_url_, pin_);
+  HttpsClient agent_client(api_url_, pin_);
+  SimulatedAgent agent("win-op-" + pid_text());
+  auto as_operator = [&](auto&& f) { return in(*gw_ns_, f); };
+  auto as_agent = [&](auto&& f) { return in(*agent_ns_, f); };
+
+  // First run: 428 until the admin exists; then a session.
+  HttpReply r = as_operator([&] { return op.get("/api/devices"); });
+  ASSERT_EQ(r.status, 428) << r.curl_error << r.text;
+  EXPECT_EQ(r.error(), "setup_required");
+  r = as_operator([&] { return op.setup(kAdmin, kPassword); });
+  ASSERT_EQ(r.status, 201) << r.text;
+  r = as_operator([&] { return op.login(kAdmin, kPassword); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  ASSERT_TRUE(op.logged_in()) << "no portcullis_session cookie";
+  ASSERT_FALSE(op.csrf_token().empty());
+
+  // The agent enrolls without a code: pending, listed for the operator.
+  r = as_agent([&] { return agent.enroll(agent_client); });
+  ASSERT_EQ(r.status, 200) << r.curl_error << r.text;
+  EXPECT_EQ(r.body.value("status", ""), "pending");
+  r = as_agent([&] { return agent.poll(agent_client); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body.value("status", ""), "pending");
+  r = as_operator([&] { return op.get("/api/enrollments?status=pending"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  ASSERT_EQ(r.body["enrollments"].size(), 1u) << r.text;
+  EXPECT_EQ(r.body["enrollments"][0].value("id", ""), agent.enrollment_id) << r.text;
+
+  // Approval through the operator API.
+  r = as_operator([&] {
+    return op.post("/api/enrollments/" + agent.enrollment_id + "/approve", json::object());
+  });
+  ASSERT_EQ(r.status, 200) << r.text;
+  const std::string device_id = r.body.value("device_id", "");
+  ASSERT_FALSE(device_id.empty()) << r.text;
+
+  // The agent's ensure now succeeds and its tunnel handshakes.
+  r = as_agent([&] { return agent.poll(agent_client); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  ASSERT_EQ(r.body.value("status", ""), "approved") << r.text;
+  EXPECT_EQ(agent.device_id, device_id);
+  r = as_agent([&] { return agent.ensure(agent_client); });
+  json doc;
+  ASSERT_EQ(agent.verify_document(r, &doc), "") << r.text;
+  const std::string address = doc.value("address", "");
+  const std::string agent_ip = address.substr(0, address.find('/'));
+  ASSERT_FALSE(agent_ip.empty()) << doc.dump();
+  ASSERT_NO_FATAL_FAILURE(bring_up_agent_tunnel(agent, doc));
+  r = as_agent([&] { return agent.ready(agent_client); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  const std::string agent_key = agent.wg_private_key.public_key().to_base64();
+  auto handshakes = wg_handshakes(*gw_ns_, gw_if_);
+  ASSERT_TRUE(handshakes.count(agent_key)) << "wg show " << gw_if_ << ": no peer for the agent";
+  for (auto deadline = Clock::now() + std::chrono::seconds(15);
+       handshakes[agent_key] == "0" && Clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    handshakes = wg_handshakes(*gw_ns_, gw_if_);
+  }
+  ASSERT_NE(handshakes[agent_key], "0") << "no handshake within 15 s";
+
+  // A new allowlist: 8080/tcp and 3478/udp replace the defaults (5985/tcp among them).
+  UniqueFd old_listener = tcp_listen(*agent_ns_, agent_ip, 5985);
+  UniqueFd new_listener = tcp_listen(*agent_ns_, agent_ip, 8080);
+  ASSERT_TRUE(old_listener && new_listener);
+  {
+    UniqueFd c = tcp_connect(*gw_ns_, agent_ip, 5985, 5000);
+    EXPECT_TRUE(c) << "5985/tcp is on the default allowlist";
+    UniqueFd s = accept_one(old_listener.get(), 2000);
+  }
+  EXPECT_FALSE(tcp_connect(*gw_ns_, agent_ip, 8080)) << "8080/tcp is not on the allowlist yet";
+  r = as_operator([&] {
+    return op.put("/api/device/vpn_config/" + device_id,
+                  {{"allowed_ports", {"8080/tcp", "3478/udp"}}});
+  });
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body.value("applied", false), true) << r.text;
+  r = as_operator([&] { return op.get("/api/device/vpn_config/" + device_id); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::printf("vpn_config after PUT: %s\n", r.text.c_str());
+  expect_kernel_ports(agent_ip, {"tcp . 8080", "udp . 3478"});
+  {
+    UniqueFd c = tcp_connect(*gw_ns_, agent_ip, 8080, 5000);
+    EXPECT_TRUE(c) << "gateway -> agent " << agent_ip << ":8080/tcp after the PUT";
+    UniqueFd s = accept_one(new_listener.get(), 2000);
+    EXPECT_TRUE(s);
+  }
+  EXPECT_FALSE(tcp_connect(*gw_ns_, agent_ip, 5985)) << "5985/tcp was removed from the allowlist";
+
+  // The tunnel is up for the operator (the health snapshot follows the handshake within a
+  // reconcile interval), probed on its first TCP port, and listed as active.
+  const auto up_wait = Clock::now();
+  do {
+    r = as_operator([&] { return op.get("/api/tunnel/status?device=" + device_id); });
+    ASSERT_EQ(r.status, 200) << r.text;
+    if (r.body.value("state", "") == "up") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (Clock::now() - up_wait < std::chrono::seconds(10));
+  EXPECT_EQ(r.body.value("state", ""), "up") << r.text;
+  r = as_operator([&] { return op.get("/api/tunnel/status?device=" + device_id + "&probe=true"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::printf("tunnel/status: %s\n", r.text.c_str());
+  EXPECT_EQ(r.body["agent_socket"]["port"], 8080) << r.text;
+  EXPECT_EQ(r.body["agent_socket"]["reachable"], true) << r.text;
+  EXPECT_TRUE(accept_one(new_listener.get(), 2000)) << "the probe's connection";
+  r = as_operator([&] { return op.get("/api/tunnel/active"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  ASSERT_EQ(r.body["tunnels"].size(), 1u) << r.text;
+  EXPECT_EQ(r.body["tunnels"][0].value("agent_id", ""), device_id);
+  EXPECT_EQ(r.body["tunnels"][0].value("virtual_ip", ""), agent_ip);
+
+  // Explain: allowed at every layer for 8080/tcp; 5985/tcp blocked, with a reason per layer.
+  r = as_operator(
+      [&] { return op.get("/api/explain?device=" + device_id + "&port=8080&proto=tcp"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::printf("explain 8080/tcp: %s\n", r.text.c_str());
+  EXPECT_EQ(r.body.value("allowed", false), true) << r.text;
+  EXPECT_EQ(r.body.value("reachable", false), true) << r.text;
+  EXPECT_TRUE(r.body["blocked_by"].is_null()) << r.text;
+  std::set<std::string> layers;
+  for (const auto& l : r.body["layers"]) {
+    layers.insert(l.value("layer", ""));
+    EXPECT_EQ(l["allowed"], true) << l.dump();
+  }
+  EXPECT_EQ(layers, (std::set<std::string>{"intent", "nftables", "ebpf", "tunnel"})) << r.text;
+  r = as_operator(
+      [&] { return op.get("/api/explain?device=" + device_id + "&port=5985&proto=tcp"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::printf("explain 5985/tcp: %s\n", r.text.c_str());
+  EXPECT_EQ(r.body.value("allowed", true), false) << r.text;
+  EXPECT_EQ(r.body["blocked_by"], "intent") << r.text;
+  for (const auto& l : r.body["layers"]) {
+    const std::string name = l.value("layer", "");
+    EXPECT_FALSE(l.value("why", "").empty()) << "layer " << name << " gives no reason";
+    if (name == "intent" || name == "nftables" || name == "ebpf") {
+      EXPECT_EQ(l["allowed"], false) << l.dump();
+    } else {
+      EXPECT_EQ(l["allowed"], true) << "the tunnel itself is up: " << l.dump();
+    }
+  }
+
+  // /metrics passes the Prometheus text parser.
+  {
+    HttpsClient plain(api_url_, pin_);
+    HttpReply m = as_operator([&] { return plain.get("/metrics"); });
+    ASSERT_EQ(m.status, 200) << m.curl_error;
+    const std::string file = dir_.path() + "/metrics.txt";
+    std::ofstream(file) << m.text;
+    ASSERT_TRUE(testing::run("command -v promtool >/dev/null").ok())
+        << "promtool missing: apt-get install prometheus (scripts/install-deps.sh)";
+    auto check = testing::run("promtool check metrics < " + file + " 2>&1");
+    EXPECT_TRUE(check.ok()) << check.out;
+  }
+
+  // Revoke through the API while a flow is established on 8080/tcp.
+  UniqueFd client_fd = tcp_connect(*gw_ns_, agent_ip, 8080, 5000);
+  ASSERT_TRUE(client_fd);
+  UniqueFd server_fd = accept_one(new_listener.get(), 2000);
+  ASSERT_TRUE(server_fd);
+  ASSERT_TRUE(delivers(client_fd.get(), server_fd.get(), 2000));
+  ASSERT_TRUE(delivers(server_fd.get(), client_fd.get(), 2000));
+  r = as_operator([&] { return op.post("/api/devices/" + device_id + "/revoke", json::object()); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  const auto revoked_at = Clock::now();
+  while (wg_handshakes(*gw_ns_, gw_if_).count(agent_key) &&
+         Clock::now() - revoked_at < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(wg_handshakes(*gw_ns_, gw_if_).count(agent_key), 0u) << "peer still there after 5 s";
+  bool ok = false;
+  EXPECT_TRUE(nft_set(*gw_ns_, "agents", &ok).empty());
+  expect_kernel_ports(agent_ip, {});
+  EXPECT_TRUE(bpf_map_keys("/sys/fs/bpf/portcullis/" + gw_if_ + "/pcl_agents", &ok).empty());
+  EXPECT_FALSE(delivers(client_fd.get(), server_fd.get(), 1000)) << "gateway -> agent not cut";
+  EXPECT_FALSE(delivers(server_fd.get(), client_fd.get(), 1000)) << "agent -> gateway not cut";
+  r = as_agent([&] { return agent.ensure(agent_client); });
+  EXPECT_EQ(r.status, 403) << r.text;
+  r = as_operator([&] { return op.get("/api/explain?device=" + device_id + "&port=8080"); });
+  EXPECT_EQ(r.body["blocked_by"], "intent") << r.text;
+
+  // Every operator action is in the audit log, with who did it.
+  r = as_operator([&] { return op.get("/api/audit?limit=100"); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::set<std::string> actions;
+  for (const auto& e : r.body["events"]) {
+    if (e.value("actor", "") == std::string("operator:") + kAdmin)
+      actions.insert(e.value("action", ""));
+  }
+  for (const char* a : {"operator.login", "enrollment.approve", "device.ports", "device.revoke"}) {
+    EXPECT_TRUE(actions.count(a)) << a << " missing from the audit log: " << r.text;
+  }
+}
+
+}  // namespace
+}  // namespace portcullis
