@@ -98,6 +98,18 @@ std::string NftDrift::to_string() const {
   return out;
 }
 
+NftablesFilter::NftablesFilter(NftSocket nft, ConntrackFlows conntrack)
+    : nft_(std::move(nft)), conntrack_(std::move(conntrack)), cutter_([this] { run_cutter(); }) {}
+
+NftablesFilter::~NftablesFilter() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  cutter_.join();  // after the queued cuts are done
+}
+
 Result<std::unique_ptr<NftablesFilter>> NftablesFilter::open() {
   auto nft = NftSocket::open();
   if (!nft) return fail(std::move(nft.error()).wrap("open nftables filter"));
@@ -116,8 +128,8 @@ Status NftablesFilter::build(const FilterSettings& settings, const FilterContent
   if (auto ok = nft_.send(*batch); !ok) {
     return fail(std::move(ok.error()).wrap("build table inet portcullis"));
   }
-  if (old) return cut_flows(filter::diff_contents(contents, *old));
-  return {};
+  if (old) queue_cut(filter::diff_contents(contents, *old));
+  return settle();
 }
 
 Result<FilterContents> NftablesFilter::read() {
@@ -166,27 +178,67 @@ Status NftablesFilter::apply(const FilterDelta& delta) {
                     .wrap("apply filter change to table inet portcullis (if the table is "
                           "missing, run a cold build)"));
   }
-  return cut_flows(delta);
+  queue_cut(delta);
+  return {};
 }
 
-Status NftablesFilter::cut_flows(const FilterDelta& delta) {
+void NftablesFilter::queue_cut(const FilterDelta& delta) {
   // An entry removed and added back in the same change stays allowed: keep its flows.
-  std::vector<filter::AllowEntry> allowed;
+  Cut cut;
   std::set<filter::AllowEntry> added(delta.add_allowed.begin(), delta.add_allowed.end());
   for (const auto& a : delta.remove_allowed) {
-    if (added.count(a) == 0) allowed.push_back(a);
+    if (added.count(a) == 0) cut.allowed.push_back(a);
   }
-  std::vector<filter::AgentEntry> agents;
   std::set<filter::AgentEntry> added_agents(delta.add_agents.begin(), delta.add_agents.end());
   for (const auto& a : delta.remove_agents) {
-    if (added_agents.count(a) == 0) agents.push_back(a);
+    if (added_agents.count(a) == 0) cut.agents.push_back(a);
   }
-  auto cut = conntrack_.cut(allowed, agents);
-  if (!cut) {
-    return fail(std::move(cut.error())
-                    .wrap("filter changed, but live flows it no longer allows were not cut"));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& allowed = pending_.allowed;
+    allowed.erase(std::remove_if(allowed.begin(), allowed.end(),
+                                 [&](const auto& a) { return added.count(a) > 0; }),
+                  allowed.end());
+    auto& agents = pending_.agents;
+    agents.erase(std::remove_if(agents.begin(), agents.end(),
+                                [&](const auto& a) { return added_agents.count(a) > 0; }),
+                 agents.end());
+    allowed.insert(allowed.end(), cut.allowed.begin(), cut.allowed.end());
+    agents.insert(agents.end(), cut.agents.begin(), cut.agents.end());
   }
-  return {};
+  wake_.notify_all();
+}
+
+void NftablesFilter::run_cutter() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    auto has_work = [this] { return !pending_.allowed.empty() || !pending_.agents.empty(); };
+    wake_.wait(lock, [&] { return stopping_ || has_work(); });
+    if (!has_work()) return;  // stopping, nothing left
+    Cut cut = std::exchange(pending_, Cut{});
+    cutting_ = true;
+    lock.unlock();
+    auto done = conntrack_.cut(cut.allowed, cut.agents);
+    lock.lock();
+    cutting_ = false;
+    if (!done && !cut_error_) {
+      cut_error_ = std::move(done.error())
+                       .wrap(
+                           "filter changed, but the conntrack entries of flows it no longer "
+                           "allows were not deleted (the ruleset stops them already)");
+    }
+    wake_.notify_all();
+  }
+}
+
+Status NftablesFilter::settle() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  wake_.wait(lock,
+             [this] { return pending_.allowed.empty() && pending_.agents.empty() && !cutting_; });
+  if (!cut_error_) return {};
+  Error e = std::move(*cut_error_);
+  cut_error_.reset();
+  return fail(std::move(e));
 }
 
 Status NftablesFilter::remove() {

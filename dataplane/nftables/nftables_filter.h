@@ -2,8 +2,12 @@
 // The nftables layer of the packet filter: table `inet portcullis` (see ruleset.h for its text,
 // hooks and priorities), programmed through libnftnl + libmnl, one atomic batch per change.
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dataplane/base/result.h"
@@ -32,13 +36,24 @@ class NftablesFilter final : public filter::PacketFilter {
   // there, whichever namespace the caller is in then.
   static Result<std::unique_ptr<NftablesFilter>> open();
 
+  // Waits for the conntrack cutter (see apply) and stops it.
+  ~NftablesFilter() override;
+  NftablesFilter(const NftablesFilter&) = delete;
+  NftablesFilter& operator=(const NftablesFilter&) = delete;
+
   // Replaces table inet portcullis in one batch (see build_cold_batch). Flows that the old table
-  // allowed and the new one does not are cut.
+  // allowed and the new one does not are cut before it returns (as settle() does).
   Status build(const filter::FilterSettings& settings,
                const filter::FilterContents& contents) override;
   Result<filter::FilterContents> read() override;
-  // One batch of element changes; then the conntrack entries of removed entries are deleted.
+  // One batch of element changes. The ruleset stops the flows of removed entries at commit
+  // (established traffic must still match agent-ports); their conntrack entries are deleted
+  // afterwards by a worker thread, off this call's latency (a conntrack dump walks the whole
+  // global conntrack hash: 10-40 ms). Failures of that deletion are reported by settle().
   Status apply(const filter::FilterDelta& delta) override;
+  // Waits until the conntrack entries of every removal so far are deleted; returns the first
+  // deletion failure since the last settle() (or build()), then forgets it.
+  Status settle();
 
   // Deletes table inet portcullis; succeeds when it is already gone.
   Status remove();
@@ -51,15 +66,31 @@ class NftablesFilter final : public filter::PacketFilter {
   Status repair(const filter::FilterSettings& settings, const filter::FilterContents& contents);
 
  private:
-  NftablesFilter(NftSocket nft, ConntrackFlows conntrack)
-      : nft_(std::move(nft)), conntrack_(std::move(conntrack)) {}
+  // Conntrack entries to delete after a change: entries removed and not added back.
+  struct Cut {
+    std::vector<filter::AllowEntry> allowed;
+    std::vector<filter::AgentEntry> agents;
+  };
+
+  NftablesFilter(NftSocket nft, ConntrackFlows conntrack);
 
   Result<filter::FilterContents> read_once();
   Status check_structure(const filter::FilterSettings& settings, NftDrift& drift);
-  Status cut_flows(const filter::FilterDelta& delta);
+  // Queues the cut of `delta`'s removals for the cutter thread; entries it adds back are taken
+  // out of the queued cuts (a cut already running may still hit their newest flows).
+  void queue_cut(const filter::FilterDelta& delta);
+  void run_cutter();
 
   NftSocket nft_;
-  ConntrackFlows conntrack_;
+  ConntrackFlows conntrack_;  // used by cutter_ only
+  std::mutex mutex_;
+  std::condition_variable wake_;  // cutter_: work or stop; settle(): queue drained
+  // Removals not yet cut, merged into one dump. Guarded by mutex_, like the three below.
+  Cut pending_;
+  bool cutting_ = false;
+  bool stopping_ = false;
+  std::optional<Error> cut_error_;
+  std::thread cutter_;  // last: started once everything above exists
 };
 
 }  // namespace portcullis::nftables

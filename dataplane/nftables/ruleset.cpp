@@ -165,6 +165,7 @@ void match_ct_state(nftnl_rule* r, std::uint32_t bits) {
 
 constexpr std::uint32_t kIpv4SaddrOffset = 12;
 constexpr std::uint32_t kIpv4DaddrOffset = 16;
+constexpr std::uint32_t kThSportOffset = 0;
 constexpr std::uint32_t kThDportOffset = 2;
 
 // ip saddr|daddr [!=] @<set>
@@ -175,14 +176,24 @@ void match_addr_in(nftnl_rule* r, std::uint32_t offset, const char* set, std::ui
   lookup(r, NFT_REG_1, set, set_id, invert);
 }
 
-// ip daddr . meta l4proto . th dport @agent-ports
+// ip daddr . meta l4proto . th dport @agent-ports   (toward the agent)
+// ip saddr . meta l4proto . th sport @agent-ports   (from the agent: replies leave its port)
 // The concatenation fills 32-bit registers 1 (= reg32 00), 9 and 10, as nft does.
-void match_agent_port(nftnl_rule* r) {
+void match_agent_port(nftnl_rule* r, bool from_agent) {
   match_ipv4(r);
-  payload_load(r, NFT_PAYLOAD_NETWORK_HEADER, kIpv4DaddrOffset, 4, NFT_REG_1);
+  payload_load(r, NFT_PAYLOAD_NETWORK_HEADER, from_agent ? kIpv4SaddrOffset : kIpv4DaddrOffset, 4,
+               NFT_REG_1);
   meta_load(r, NFT_META_L4PROTO, NFT_REG32_01);
-  payload_load(r, NFT_PAYLOAD_TRANSPORT_HEADER, kThDportOffset, 2, NFT_REG32_02);
+  payload_load(r, NFT_PAYLOAD_TRANSPORT_HEADER, from_agent ? kThSportOffset : kThDportOffset, 2,
+               NFT_REG32_02);
   lookup(r, NFT_REG_1, kAgentPortsSet, kAgentPortsSetId, false);
+}
+
+// meta l4proto icmp
+void match_icmp(nftnl_rule* r) {
+  const std::uint8_t proto = IPPROTO_ICMP;
+  meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+  cmp(r, NFT_CMP_EQ, NFT_REG_1, &proto, sizeof(proto));
 }
 
 void rule_comment(nftnl_rule* r, const std::string& comment) {
@@ -194,6 +205,7 @@ void rule_comment(nftnl_rule* r, const std::string& comment) {
 constexpr std::uint32_t kEstablishedRelated =
     NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
 constexpr std::uint32_t kNew = NF_CT_STATE_BIT(IP_CT_NEW);
+constexpr std::uint32_t kRelated = NF_CT_STATE_BIT(IP_CT_RELATED);
 
 NftRulePtr new_rule(const char* chain) {
   NftRulePtr r(nftnl_rule_alloc());
@@ -507,13 +519,35 @@ std::vector<ChainSpec> chain_specs(const FilterSettings& settings) {
                         " != @agents counter drop comment " + quoted(why),
                     std::move(r)};
   };
-  // <dir>name "<tun>" ct state established,related accept
+  // iifname "<tun>" ct state established,related
+  //   ip saddr . meta l4proto . th sport @agent-ports accept
+  // oifname "<tun>" ct state established,related
+  //   ip daddr . meta l4proto . th dport @agent-ports accept
+  // A flow passes only while its port is still in agent-ports: removing the element stops it in
+  // the same commit, before its conntrack entry is deleted (which can take tens of ms).
   auto established = [&](const char* chain, bool inbound) {
     NftRulePtr r = new_rule(chain);
     match_ifname(r.get(), inbound ? NFT_META_IIFNAME : NFT_META_OIFNAME, tun);
     match_ct_state(r.get(), kEstablishedRelated);
+    match_agent_port(r.get(), inbound);
     verdict(r.get(), NF_ACCEPT);
-    return RuleSpec{(inbound ? iif : oif) + "ct state established,related accept", std::move(r)};
+    return RuleSpec{(inbound ? iif : oif) + "ct state established,related " +
+                        (inbound ? "ip saddr . meta l4proto . th sport"
+                                 : "ip daddr . meta l4proto . th dport") +
+                        " @agent-ports accept",
+                    std::move(r)};
+  };
+  // <dir>name "<tun>" ct state related meta l4proto icmp accept
+  // ICMP errors (unreachable, fragmentation needed) of tracked flows: they carry no ports of
+  // their own and no data, and a flow of a removed port is already stopped by the rule above.
+  auto related_icmp = [&](const char* chain, bool inbound) {
+    NftRulePtr r = new_rule(chain);
+    match_ifname(r.get(), inbound ? NFT_META_IIFNAME : NFT_META_OIFNAME, tun);
+    match_ct_state(r.get(), kRelated);
+    match_icmp(r.get());
+    verdict(r.get(), NF_ACCEPT);
+    return RuleSpec{(inbound ? iif : oif) + "ct state related meta l4proto icmp accept",
+                    std::move(r)};
   };
   // <dir>name "<tun>" counter drop comment "<why>"
   auto drop_rest = [&](const char* chain, bool inbound, const char* why) {
@@ -533,7 +567,7 @@ std::vector<ChainSpec> chain_specs(const FilterSettings& settings) {
     if (from_operators) {
       match_addr_in(r.get(), kIpv4SaddrOffset, kOperatorNetworksSet, kOperatorNetworksSetId, false);
     }
-    match_agent_port(r.get());
+    match_agent_port(r.get(), false);
     verdict(r.get(), NF_ACCEPT);
     return RuleSpec{oif + "ct state new " + (from_operators ? "ip saddr @operator-networks " : "") +
                         "ip daddr . meta l4proto . th dport @agent-ports accept",
@@ -545,6 +579,7 @@ std::vector<ChainSpec> chain_specs(const FilterSettings& settings) {
     ChainSpec c{kInputChain, NF_INET_LOCAL_IN, {}};
     c.rules.push_back(not_an_agent(kInputChain, true));
     c.rules.push_back(established(kInputChain, true));
+    c.rules.push_back(related_icmp(kInputChain, true));
     c.rules.push_back(drop_rest(kInputChain, true, "agent to gateway"));
     chains.push_back(std::move(c));
   }
@@ -561,9 +596,11 @@ std::vector<ChainSpec> chain_specs(const FilterSettings& settings) {
         RuleSpec{iif + oif + "counter drop comment \"agent to agent\"", std::move(r)});
     c.rules.push_back(not_an_agent(kForwardChain, true));
     c.rules.push_back(established(kForwardChain, true));
+    c.rules.push_back(related_icmp(kForwardChain, true));
     c.rules.push_back(drop_rest(kForwardChain, true, "agent-initiated"));
     c.rules.push_back(not_an_agent(kForwardChain, false));
     c.rules.push_back(established(kForwardChain, false));
+    c.rules.push_back(related_icmp(kForwardChain, false));
     c.rules.push_back(allowed_port(kForwardChain, true));
     c.rules.push_back(drop_rest(kForwardChain, false, "port not allowed"));
     chains.push_back(std::move(c));
@@ -572,6 +609,7 @@ std::vector<ChainSpec> chain_specs(const FilterSettings& settings) {
     ChainSpec c{kOutputChain, NF_INET_LOCAL_OUT, {}};
     c.rules.push_back(not_an_agent(kOutputChain, false));
     c.rules.push_back(established(kOutputChain, false));
+    c.rules.push_back(related_icmp(kOutputChain, false));
     c.rules.push_back(allowed_port(kOutputChain, false));
     c.rules.push_back(drop_rest(kOutputChain, false, "port not allowed"));
     chains.push_back(std::move(c));

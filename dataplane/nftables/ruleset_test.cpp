@@ -213,11 +213,24 @@ TEST(Ruleset, AllowedPortRuleReadsLikeNft) {
   EXPECT_EQ(
       texts[0],
       "iifname \"portcullis0\" oifname \"portcullis0\" counter drop comment \"agent to agent\"");
+  EXPECT_EQ(texts[2],
+            "iifname \"portcullis0\" ct state established,related ip saddr . meta l4proto . th "
+            "sport @agent-ports accept");
+  EXPECT_EQ(texts[3], "iifname \"portcullis0\" ct state related meta l4proto icmp accept");
   EXPECT_EQ(texts[6],
+            "oifname \"portcullis0\" ct state established,related ip daddr . meta l4proto . th "
+            "dport @agent-ports accept");
+  EXPECT_EQ(texts[8],
             "oifname \"portcullis0\" ct state new ip saddr @operator-networks ip daddr . meta "
             "l4proto . th dport @agent-ports accept");
+  // Replies from the agent are matched on their source address and port.
+  const std::string reply_fp = rule_fingerprint(specs[1].rules[2].rule.get());
+  EXPECT_NE(reply_fp.find("[payload load 4b @ network header + 12 => reg 1 ]"), std::string::npos)
+      << reply_fp;
+  EXPECT_NE(reply_fp.find("[payload load 2b @ transport header + 0 => reg 10 ]"), std::string::npos)
+      << reply_fp;
   // The lookup uses the concatenation's first register and the set by name.
-  const std::string fp = rule_fingerprint(specs[1].rules[6].rule.get());
+  const std::string fp = rule_fingerprint(specs[1].rules[8].rule.get());
   EXPECT_NE(fp.find("[meta load l4proto => reg 9 ]"), std::string::npos) << fp;
   EXPECT_NE(fp.find("[payload load 2b @ transport header + 2 => reg 10 ]"), std::string::npos)
       << fp;

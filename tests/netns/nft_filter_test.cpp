@@ -19,9 +19,11 @@
 //
 // Policy asserted: operator/gateway -> allowed agent port connects, other ports do not; agent ->
 // agent and agent -> gateway do not; adding a port opens it; removing it closes it and cuts an
-// established TCP connection and a UDP flow within 1 s; foreign tables (`table inet admin`, a
-// Docker-like `table ip nat`) are intact after build/apply/remove; a rejected batch leaves the
-// previous state; drift (deleted element, flushed or deleted table) is seen and repaired.
+// established TCP connection and a UDP flow within 1 s (the ruleset stops them at commit; their
+// conntrack entries are deleted after apply() returns, settle() waits for that); foreign tables
+// (`table inet admin`, a Docker-like `table ip nat`) are intact after build/apply/remove; a
+// rejected batch leaves the previous state; drift (deleted element, flushed or deleted table) is
+// seen and repaired.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -392,6 +394,14 @@ TEST_F(NftFilterTest, EnforcesThePolicyAndReadsLikeIt) {
            std::string("oifname \"" + world_->tun +
                        "\" ct state new ip saddr @operator-networks ip daddr . meta l4proto . th "
                        "dport @agent-ports accept"),
+           // Established flows pass only while their agent port is allowed.
+           std::string("iifname \"" + world_->tun +
+                       "\" ct state established,related ip saddr . meta l4proto . th sport "
+                       "@agent-ports accept"),
+           std::string("oifname \"" + world_->tun +
+                       "\" ct state established,related ip daddr . meta l4proto . th dport "
+                       "@agent-ports accept"),
+           std::string("oifname \"" + world_->tun + "\" ct state related meta l4proto icmp accept"),
            std::string("iifname \"" + world_->tun + "\" oifname \"" + world_->tun +
                        "\" counter packets 0 bytes 0 drop comment \"agent to agent\""),
        }) {
@@ -477,6 +487,8 @@ TEST_F(NftFilterTest, RemovingAPortClosesItAndCutsLiveFlows) {
   EXPECT_FALSE(delivers(server.get(), client.get(), kCutWithinMs));
   EXPECT_FALSE(delivers(udp_client.get(), a1.udp[0].get(), kCutWithinMs));
   EXPECT_FALSE(tcp_connects(op(), a1.addr, 5985));
+  // The conntrack entries of the removed entries are deleted after apply() returns.
+  EXPECT_TRUE(filter_->settle());
   // The other entries are untouched.
   EXPECT_TRUE(tcp_connects(op(), a1.addr, 5900));
   EXPECT_TRUE(tcp_connects(op(), agent(2).addr, 5985));
@@ -490,6 +502,7 @@ TEST_F(NftFilterTest, RemovingAPortClosesItAndCutsLiveFlows) {
   revoke.remove_agents = {{ip(agent(2).addr), agent(2).device}};
   revoke.remove_allowed = {{ip(agent(2).addr), Protocol::kTcp, 5985, agent(2).device}};
   ASSERT_TRUE(filter_->apply(revoke));
+  EXPECT_TRUE(filter_->settle());
   EXPECT_FALSE(tcp_connects(op(), agent(2).addr, 5985));
   auto now = filter_->read();
   ASSERT_TRUE(now);
