@@ -783,7 +783,6 @@ TEST(ReconcilerScale, TenThousandDevices) {
       "10000 devices: adoption pass %.1f ms, unchanged pass %.1f ms, one-device change "
       "%.1f ms, scrape %.1f ms (%zu bytes)\n",
       adopt_ms, resync_ms, change_ms, render_ms, text.size());
-  // Bounds for a sanitizer debug build on a loaded machine; they catch quadratic behaviour.
   // Times are printed, not asserted: a loaded CI machine under ASan is no benchmark
   // (bench/daemon_bench measures these in a Release build).
 }
