@@ -1039,6 +1039,11 @@ Response OperatorApi::tunnel_active(const Caller&, const Request& r) {
   auto all = devices();
   if (!all) return api::internal_error("operator api: list devices", all.error());
   auto health = deps_.reconciler.health ? deps_.reconciler.health() : nullptr;
+  std::lock_guard lock(active_mu_);
+  if (active_health_ == health && active_devices_ == *all && active_offset_ == *offset &&
+      active_limit_ == *limit) {
+    return active_response_;
+  }
   json tunnels = json::array();
   std::size_t total = 0;
   if (health) {
@@ -1064,11 +1069,16 @@ Response OperatorApi::tunnel_active(const Caller&, const Request& r) {
       ++total;
     }
   }
-  return json_response(200, {{"tunnels", std::move(tunnels)},
-                             {"total", total},
-                             {"offset", *offset},
-                             {"limit", *limit},
-                             {"taken_at", health ? health->taken_at : 0}});
+  active_response_ = json_response(200, {{"tunnels", std::move(tunnels)},
+                                         {"total", total},
+                                         {"offset", *offset},
+                                         {"limit", *limit},
+                                         {"taken_at", health ? health->taken_at : 0}});
+  active_health_ = std::move(health);
+  active_devices_ = *all;
+  active_offset_ = *offset;
+  active_limit_ = *limit;
+  return active_response_;
 }
 
 // ---- audit, ruleset, explain ----

@@ -155,6 +155,15 @@ class OperatorApi {
   std::shared_ptr<const std::vector<state::Device>> devices_;
   std::int64_t devices_generation_ = -1;
   std::int64_t devices_taken_at_ = 0;
+
+  // GET /api/tunnel/active renders up to 10,000 tunnels from two immutable snapshots (health,
+  // devices): the last page rendered is answered again until either snapshot is replaced.
+  std::mutex active_mu_;
+  std::shared_ptr<const reconciler::HealthSnapshot> active_health_;
+  std::shared_ptr<const std::vector<state::Device>> active_devices_;
+  std::int64_t active_offset_ = -1;
+  std::int64_t active_limit_ = -1;
+  http::Response active_response_;
 };
 
 }  // namespace portcullis::operator_api

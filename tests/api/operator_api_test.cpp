@@ -778,6 +778,9 @@ TEST_F(OperatorApiTest, TunnelConnectStatusAndActive) {
                                         {"last_activity", kStart - 30},
                                         {"rx", 1000},
                                         {"tx", 2000}}));
+  // The same health snapshot with a new device list (the page is cached per snapshot pair).
+  ASSERT_EQ(client_->post("/api/devices/" + d.id + "/revoke").status, 200);
+  EXPECT_EQ(client_->get("/api/tunnel/active").body["tunnels"].size(), 0u);
   set_health({{d.id, reconciler::TunnelState::kDead, kStart, kStart - 3000, 1, 1}});
   EXPECT_EQ(client_->get("/api/tunnel/active").body["tunnels"].size(), 0u);
   EXPECT_EQ(client_->get("/api/tunnel/status?device=" + d.id).body["state"], "down");
