@@ -10,6 +10,9 @@
 //   (b) restart at N devices: SIGTERM, start again; time from start to /health 200 ready, and the
 //       changing calls of the adoption pass (goal: < 2 s, 0 writes)
 //   (c) daemon RSS at N devices (VmRSS of /proc/<pid>/status; goal <= 64 MiB)
+//   (d) operator API at N devices (issue 7), one logged-in operator on a keep-alive connection:
+//       GET /api/devices (a page of 100 sorted by last handshake) and GET /api/tunnel/active,
+//       p50/p99 (goal: p99 < 20 ms); /metrics scrape time and size
 // The agents run on the same machine as the daemon: their TLS and signatures take CPU from it.
 
 #include <unistd.h>
@@ -32,6 +35,7 @@
 #include "controlplane/admin/admin_socket.h"
 #include "tests/support/agent_client.h"
 #include "tests/support/netns.h"
+#include "tests/support/operator_client.h"
 #include "tests/support/portcullisd_process.h"
 
 namespace portcullis::bench {
@@ -243,21 +247,45 @@ int run(int argc, char** argv) {
   std::printf("    kernel holds %zu peers %.0f ms after the storm ended\n", peers,
               Ms(Clock::now() - converge_start).count());
 
-  // /metrics at N devices.
+  // (d) The operator API and /metrics at N devices.
   {
     NetnsGuard in(ns.path());
+    testing::OperatorClient op(url, pin);
+    const std::string password = "daemon-bench-password";
+    HttpReply r = op.setup("admin", password);
+    if (r.status != 201) die("POST /api/setup: " + std::to_string(r.status) + " " + r.text);
+    r = op.login("admin", password);
+    if (r.status != 200) die("POST /api/login: " + std::to_string(r.status) + " " + r.text);
+    auto measure = [&](const std::string& path, const char* items) {
+      std::vector<double> ms;
+      std::size_t bytes = 0, count = 0;
+      for (int i = 0; i < 200; ++i) {
+        auto t0 = Clock::now();
+        HttpReply g = op.get(path);
+        ms.push_back(Ms(Clock::now() - t0).count());
+        if (g.status != 200) die("GET " + path + ": " + std::to_string(g.status) + " " + g.text);
+        bytes = g.text.size();
+        count = g.body[items].size();
+      }
+      std::printf("(d) GET %s at %d devices: %zu %s, %zu bytes, p50 %.2f ms, p99 %.2f ms\n",
+                  path.c_str(), agents, count, items, bytes, percentile(ms, 0.5),
+                  percentile(ms, 0.99));
+    };
+    measure("/api/devices?limit=100&sort=last_handshake&order=desc", "devices");
+    measure("/api/devices?limit=100&sort=hostname&search=bench-99", "devices");
+    measure("/api/tunnel/active", "tunnels");
     HttpsClient client(url, pin);
     std::vector<double> scrape;
     std::size_t bytes = 0;
-    for (int i = 0; i < 5; ++i) {
+    for (int i = 0; i < 20; ++i) {
       auto t0 = Clock::now();
       HttpReply m = client.get("/metrics");
       scrape.push_back(Ms(Clock::now() - t0).count());
       bytes = m.text.size();
       if (m.status != 200) std::printf("    /metrics answered %ld\n", m.status);
     }
-    std::printf("    GET /metrics at %d devices: %zu bytes, p50 %.1f ms\n", agents, bytes,
-                percentile(scrape, 0.5));
+    std::printf("    GET /metrics at %d devices: %zu bytes, p50 %.1f ms, p99 %.1f ms\n", agents,
+                bytes, percentile(scrape, 0.5), percentile(scrape, 0.99));
   }
 
   // (c) RSS.
