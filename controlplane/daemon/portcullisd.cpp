@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "controlplane/admin/admin_socket.h"
@@ -62,6 +63,7 @@ constexpr int kApiKeepAliveMs = 5000;
 // fragments memory (measured: 105 MiB RSS after a 10,000-agent storm against 51 MiB after a
 // restart). Two arenas are plenty for a daemon whose hot path is the kernel and SQLite.
 constexpr int kMallocArenas = 2;
+constexpr std::chrono::seconds kMemoryTrimPeriod{10};
 
 int fatal(const Error& e, const char* what) {
   log_error(what, {{"error", e.message()}});
@@ -110,10 +112,14 @@ class SignalWait {
     sigaddset(&set_, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set_, nullptr);
   }
-  int wait() {
-    int sig = 0;
-    sigwait(&set_, &sig);
-    return sig;
+  // Waits for a signal; calls `idle` every `period` meanwhile.
+  int wait(std::chrono::seconds period, const std::function<void()>& idle) {
+    timespec timeout{static_cast<time_t>(period.count()), 0};
+    for (;;) {
+      int sig = sigtimedwait(&set_, nullptr, &timeout);
+      if (sig > 0) return sig;
+      if (errno == EAGAIN) idle();
+    }
   }
 
  private:
@@ -240,7 +246,9 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
                                    {"listen_port", std::to_string(cfg.wireguard.listen_port)}});
   sd_notify(0, "READY=1");
 
-  int sig = signals.wait();
+  // glibc keeps memory freed after a burst (an enrollment storm) in its heaps; hand it back to the
+  // kernel now and then (measured: 100 MiB RSS after a 10,000-agent storm, 55 MiB after restart).
+  int sig = signals.wait(kMemoryTrimPeriod, [] { ::malloc_trim(0); });
   log_notice("stopping; tunnels and filters stay in the kernel", {{"signal", strsignal(sig)}});
   sd_notify(0, "STOPPING=1");
   admin->reset();
