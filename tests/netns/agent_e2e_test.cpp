@@ -258,7 +258,7 @@ class AgentE2eTest : public ::testing::Test {
       ::unlink(("/var/run/wireguard/" + ifname + ".sock").c_str());
     if (!gw_if_.empty()) {
       ::unlink(("/var/run/wireguard/" + gw_if_ + ".sock").c_str());
-      testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if_);
+      testing::remove_bpf_pins(gw_if_);
     }
     if (!dir_.empty()) fs::remove_all(dir_);
   }

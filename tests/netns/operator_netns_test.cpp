@@ -273,7 +273,7 @@ class OperatorNetnsTest : public ::testing::Test {
     if (!gw_if_.empty()) (void)wg::stop_wireguard_go(gw_if_);
     agent_ns_.reset();
     gw_ns_.reset();
-    if (!gw_if_.empty()) testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if_);
+    testing::remove_bpf_pins(gw_if_);
   }
 
   // Runs f with this thread in `ns` (the HTTPS clients connect from there).

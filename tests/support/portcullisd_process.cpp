@@ -1,5 +1,7 @@
 #include "tests/support/portcullisd_process.h"
 
+#include "tests/support/netns.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -187,6 +189,12 @@ std::optional<std::string> PortcullisdProcess::log_field(std::string_view messag
     if (has_message(line, message)) found = log_line_field(line, key);
   }
   return found;
+}
+
+void remove_bpf_pins(const std::string& ifname) {
+  if (ifname.empty()) return;
+  run("rm -rf /sys/fs/bpf/portcullis/" + ifname);
+  run("rmdir /sys/fs/bpf/portcullis 2>/dev/null");  // fails, harmlessly, while others pin there
 }
 
 }  // namespace portcullis::testing

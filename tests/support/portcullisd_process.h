@@ -71,4 +71,8 @@ class PortcullisdProcess {
 // The value of key=value in one log line (quoted values unescaped).
 std::optional<std::string> log_line_field(std::string_view line, std::string_view key);
 
+// Removes the eBPF pins a test daemon left for its interface (/sys/fs/bpf/portcullis/<ifname>),
+// and /sys/fs/bpf/portcullis itself once nothing else is pinned there.
+void remove_bpf_pins(const std::string& ifname);
+
 }  // namespace portcullis::testing
