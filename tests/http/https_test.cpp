@@ -8,7 +8,6 @@
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,39 +22,20 @@
 #include <gtest/gtest.h>
 
 #include "controlplane/http/https_server.h"
+#include "tests/support/pinned_curl.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::http {
 namespace {
 
 namespace fs = std::filesystem;
+using portcullis::testing::CurlPtr;
+using portcullis::testing::new_curl;
+using portcullis::testing::SlistPtr;
+using portcullis::testing::TempDir;
 using std::chrono::steady_clock;
 
 constexpr size_t kBodyLimit = 4096;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pcl-https-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
 struct Reply {
   CURLcode code = CURLE_OK;
@@ -111,6 +91,7 @@ struct Options {
   std::string pin;  // empty: the server's real pin
   long ssl_version = CURL_SSLVERSION_DEFAULT;
   std::string ciphers;
+  std::string header;  // one extra request header, "Name: value"
 };
 
 Options post(std::string body, bool chunked = false, bool expect_100 = false) {
@@ -138,9 +119,6 @@ Options tls_range(long min, long max, std::string ciphers = "") {
 
 class HttpsServerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK); }
-  static void TearDownTestSuite() { curl_global_cleanup(); }
-
   void SetUp() override {
     HttpsServerConfig config;
     config.address = "127.0.0.1";
@@ -168,6 +146,16 @@ class HttpsServerTest : public ::testing::Test {
                                         .body = "status " + std::to_string(status),
                                         .headers = {{"X-Portcullis-Test", "yes"}}};
                       }});
+    routes.push_back({"GET", "/big/", [](const Request& r) {
+                        // A body of n bytes, each its offset mod 251 (a shifted or lost
+                        // piece shows).
+                        std::size_t n = std::stoul(r.path.substr(std::string("/big/").size()));
+                        Response response;
+                        response.content_type = "application/octet-stream";
+                        response.body.resize(n);
+                        for (std::size_t i = 0; i < n; ++i) response.body[i] = char(i % 251);
+                        return response;
+                      }});
     routes.push_back({"GET", "/throw", [](const Request&) -> Response {
                         throw std::runtime_error("handler failed");
                       }});
@@ -190,17 +178,10 @@ class HttpsServerTest : public ::testing::Test {
     Upload upload{o.body};
     SlistPtr headers;
     char error[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(curl, CURLOPT_URL, target.c_str());
+    testing::pin_request(curl, target, o.pin.empty() ? pin_ : o.pin, 10'000);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-    // Self-signed: trust comes from the pinned public key, as agents do it.
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-    const std::string pin = o.pin.empty() ? pin_ : o.pin;
-    curl_easy_setopt(curl, CURLOPT_PINNEDPUBLICKEY, pin.c_str());
     curl_easy_setopt(curl, CURLOPT_SSLVERSION, o.ssl_version);
     if (!o.ciphers.empty()) curl_easy_setopt(curl, CURLOPT_SSL_CIPHER_LIST, o.ciphers.c_str());
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10'000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
@@ -218,9 +199,11 @@ class HttpsServerTest : public ::testing::Test {
       curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
     } else {
       curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-      curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+      headers.reset(o.header.empty() ? nullptr : curl_slist_append(nullptr, o.header.c_str()));
+      curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
     }
-    if (o.method != "GET" && o.method != "POST") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, o.method == "HEAD" ? 1L : 0L);
+    if (o.method != "GET" && o.method != "POST" && o.method != "HEAD") {
       curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, o.method.c_str());
     } else {
       curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, nullptr);
@@ -234,11 +217,11 @@ class HttpsServerTest : public ::testing::Test {
   }
 
   Reply perform(const std::string& target, const Options& o = {}) {
-    CurlPtr curl(curl_easy_init());
+    CurlPtr curl = new_curl();
     return perform(curl.get(), target, o);
   }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-https"};
   std::unique_ptr<HttpsServer> server_;
   std::string base_url_;
   std::string pin_;
@@ -255,7 +238,7 @@ TEST_F(HttpsServerTest, GetWithPinnedPublicKeyUsesTls13) {
 }
 
 TEST_F(HttpsServerTest, TheCertificatePinMatchesTheServedCertificate) {
-  CurlPtr curl(curl_easy_init());
+  CurlPtr curl = new_curl();
   curl_easy_setopt(curl.get(), CURLOPT_CERTINFO, 1L);
   Reply r = perform(curl.get(), url("/hello"));
   ASSERT_EQ(r.code, CURLE_OK) << r.error;
@@ -317,7 +300,7 @@ TEST_F(HttpsServerTest, PlainHttpToTheTlsPortFailsCleanly) {
 }
 
 TEST_F(HttpsServerTest, TwentyRequestsReuseOneKeepAliveConnection) {
-  CurlPtr curl(curl_easy_init());
+  CurlPtr curl = new_curl();
   long connections = 0;
   for (int i = 0; i < 20; ++i) {
     Reply r = perform(curl.get(), url("/hello?i=" + std::to_string(i)));
@@ -382,6 +365,48 @@ TEST_F(HttpsServerTest, HandlerStatusBodyAndHeadersComeBack) {
   EXPECT_NE(created.headers.find("Content-Type: application/octet-stream"), std::string::npos);
 }
 
+// The layer writes status line, headers and body itself (one write for small answers, headers then
+// body for large ones): what CivetWeb's header functions used to add must still be there.
+TEST_F(HttpsServerTest, AnswersCarryLengthDateAndConnectionAndArriveWhole) {
+  CurlPtr curl = new_curl();
+  long connections = 0;
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{300'000}, std::size_t{1} << 20,
+                        std::size_t{17}}) {
+    Reply r = perform(curl.get(), url("/big/" + std::to_string(n)));
+    ASSERT_EQ(r.code, CURLE_OK) << r.error;
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(r.body.size(), n);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(r.body[i], char(i % 251)) << "offset " << i;
+    EXPECT_NE(r.headers.find("Content-Length: " + std::to_string(n) + "\r\n"), std::string::npos);
+    EXPECT_NE(r.headers.find("Content-Type: application/octet-stream\r\n"), std::string::npos);
+    EXPECT_NE(r.headers.find("Connection: keep-alive\r\n"), std::string::npos) << r.headers;
+    EXPECT_NE(r.headers.find(" GMT\r\n"), std::string::npos) << "a Date header: " << r.headers;
+    EXPECT_EQ(r.headers.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.headers;
+    connections += r.new_connections;
+  }
+  EXPECT_EQ(connections, 1) << "all on one kept-alive connection";
+
+  // HEAD: the length of the GET body, and no body.
+  Options head;
+  head.method = "HEAD";
+  Reply h = perform(curl.get(), url("/big/300000"), head);
+  ASSERT_EQ(h.code, CURLE_OK) << h.error;
+  EXPECT_EQ(h.status, 200);
+  EXPECT_TRUE(h.body.empty());
+  EXPECT_NE(h.headers.find("Content-Length: 300000\r\n"), std::string::npos) << h.headers;
+  Reply after = perform(curl.get(), url("/hello"));
+  EXPECT_EQ(after.body, "hello /hello?") << "the connection is still in step after a HEAD";
+  EXPECT_EQ(after.new_connections, 0);
+
+  // A client that asks to close is told so, and the next request needs a new connection.
+  Options close;
+  close.header = "Connection: close";
+  Reply c = perform(curl.get(), url("/hello"), close);
+  EXPECT_EQ(c.status, 200);
+  EXPECT_NE(c.headers.find("Connection: close\r\n"), std::string::npos) << c.headers;
+  EXPECT_EQ(perform(curl.get(), url("/hello")).new_connections, 1);
+}
+
 TEST_F(HttpsServerTest, RoutingErrorsAreAnsweredByTheLayer) {
   EXPECT_EQ(perform(url("/nothing")).status, 404);
   // "/hello" does not match "/helloworld".
@@ -404,9 +429,9 @@ TEST_F(HttpsServerTest, SurvivesTwoHundredRequestsFromTenThreads) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       // Odd threads use a new connection per request, even ones keep theirs.
-      CurlPtr shared(curl_easy_init());
+      CurlPtr shared = new_curl();
       for (int i = 0; i < kPerThread; ++i) {
-        CurlPtr fresh(t % 2 ? curl_easy_init() : nullptr);
+        CurlPtr fresh = t % 2 ? new_curl() : CurlPtr();
         CURL* curl = t % 2 ? fresh.get() : shared.get();
         const std::string body = std::to_string(t) + ":" + std::to_string(i);
         Reply r =
@@ -430,7 +455,7 @@ TEST_F(HttpsServerTest, SurvivesTwoHundredRequestsFromTenThreads) {
 }
 
 TEST_F(HttpsServerTest, StopsPromptlyWithAnIdleKeepAliveConnectionOpen) {
-  CurlPtr idle(curl_easy_init());
+  CurlPtr idle = new_curl();
   ASSERT_EQ(perform(idle.get(), url("/hello")).status, 200);
   auto start = steady_clock::now();
   server_.reset();
@@ -454,7 +479,7 @@ TEST_F(HttpsServerTest, SecondServerOnTheSamePortFailsWithAClearError) {
 }
 
 TEST(HttpsServerStart, RefusesAnUnusableKeyWithAMessage) {
-  TempDir dir;
+  TempDir dir("pcl-https");
   HttpsServerConfig config;
   config.port = 0;
   config.cert_file = dir.path() / "tls.crt";
