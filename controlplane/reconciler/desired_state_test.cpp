@@ -2,29 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include "controlplane/reconciler/testing/devices.h"
+
 namespace portcullis::reconciler {
 namespace {
 
 using filter::Protocol;
-
-IpAddress ip(const char* s) { return *IpAddress::parse(s); }
-
-Key key_of(int n) {
-  KeyBytes b{};
-  b[0] = static_cast<std::uint8_t>(n);
-  b[31] = 0x42;
-  return Key(b);
-}
-
-state::Device device(const char* id, int key, const char* addr,
-                     std::vector<state::PortRule> ports = {{Protocol::kTcp, 5985}}) {
-  state::Device d;
-  d.id = id;
-  d.wg_key = key_of(key);
-  if (addr) d.address = ip(addr);
-  d.ports = std::move(ports);
-  return d;
-}
+using testing::device;
+using testing::ip;
+using testing::key_of;
 
 GatewaySettings gateway() { return {SecretKey::generate_private(), 30000}; }
 

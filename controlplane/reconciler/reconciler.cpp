@@ -6,6 +6,7 @@
 #include <array>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "dataplane/base/log.h"
 #include "dataplane/wireguard/peer_diff.h"
@@ -29,6 +30,18 @@ wg::DeviceState believed_device(wg::DeviceConfig&& config, const std::string& if
   s.fwmark = config.fwmark.value_or(0);
   s.peers = std::move(config.peers);
   return s;
+}
+
+// The device as desired_state() reads it: the hostname and inventory stay in the store.
+state::Device trimmed(const state::Device& d) {
+  state::Device t;
+  t.id = d.id;
+  t.wg_key = d.wg_key;
+  t.address = d.address;
+  t.ports = d.ports;
+  t.status = d.status;
+  t.generation = d.generation;
+  return t;
 }
 
 }  // namespace
@@ -163,6 +176,87 @@ Result<ReconcileReport> Reconciler::reconcile_once() {
   return report;
 }
 
+Reconciler::Belief Reconciler::make_belief(std::int64_t generation,
+                                           const std::vector<state::Device>& devices,
+                                           const Desired& want) {
+  Belief b;
+  b.generation = generation;
+  b.conflicts = !want.conflicts.empty();
+  std::unordered_map<std::string_view, const state::Device*> by_id;
+  by_id.reserve(devices.size());
+  for (const auto& d : devices) by_id.emplace(d.id, &d);
+  b.devices.reserve(want.peer_devices.size());
+  b.by_key.reserve(want.peer_devices.size());
+  b.by_address.reserve(want.peer_devices.size());
+  for (const auto& id : want.peer_devices) {
+    const state::Device& d = *by_id.at(id);
+    auto [it, fresh] = b.devices.emplace(id, trimmed(d));
+    b.by_key.emplace(d.wg_key, &it->first);
+    b.by_address.emplace(d.address->v4_host_order(), &it->first);
+  }
+  return b;
+}
+
+std::optional<Reconciler::ChangedShare> Reconciler::changed_share(
+    const Belief& belief, std::vector<state::Device> changed, const GatewaySettings& gateway) {
+  if (belief.conflicts) return std::nullopt;
+  ChangedShare c;
+  c.devices = std::move(changed);
+  std::vector<state::Device> believed;
+  for (const auto& d : c.devices) {
+    if (auto it = belief.devices.find(d.id); it != belief.devices.end()) {
+      believed.push_back(it->second);
+    }
+  }
+  c.want = desired_state(c.devices, gateway);
+  if (!c.want.conflicts.empty()) return std::nullopt;
+  // A key or address held by a device that did not change is a conflict only a full pass can
+  // settle (a changed device may also have given its own up: that one is not a conflict).
+  std::unordered_set<std::string_view> changed_ids;
+  for (const auto& d : c.devices) changed_ids.insert(d.id);
+  auto held_by_another = [&](const auto& owners, const auto& what, const std::string& id) {
+    auto it = owners.find(what);
+    return it != owners.end() && *it->second != id && !changed_ids.count(*it->second);
+  };
+  std::unordered_map<std::string_view, const state::Device*> by_id;
+  for (const auto& d : c.devices) by_id.emplace(d.id, &d);
+  for (const auto& id : c.want.peer_devices) {  // the changed devices in the kernel state
+    const state::Device& d = *by_id.at(id);
+    if (held_by_another(belief.by_key, d.wg_key, id) ||
+        held_by_another(belief.by_address, d.address->v4_host_order(), id)) {
+      return std::nullopt;
+    }
+  }
+  c.had = desired_state(believed, gateway);
+  return c;
+}
+
+void Reconciler::update_belief(Belief& belief, std::int64_t generation, const ChangedShare& c) {
+  belief.generation = generation;
+  for (const auto& d : c.devices) {
+    auto it = belief.devices.find(d.id);
+    if (it == belief.devices.end()) continue;
+    // Only while it still names this device: another changed device may have taken it over.
+    if (auto k = belief.by_key.find(it->second.wg_key);
+        k != belief.by_key.end() && k->second == &it->first) {
+      belief.by_key.erase(k);
+    }
+    if (auto a = belief.by_address.find(it->second.address->v4_host_order());
+        a != belief.by_address.end() && a->second == &it->first) {
+      belief.by_address.erase(a);
+    }
+    belief.devices.erase(it);
+  }
+  std::unordered_map<std::string_view, const state::Device*> by_id;
+  for (const auto& d : c.devices) by_id.emplace(d.id, &d);
+  for (const auto& id : c.want.peer_devices) {
+    const state::Device& d = *by_id.at(id);
+    auto [it, fresh] = belief.devices.emplace(id, trimmed(d));
+    belief.by_key[d.wg_key] = &it->first;
+    belief.by_address[d.address->v4_host_order()] = &it->first;
+  }
+}
+
 Result<ReconcileReport> Reconciler::run_pass(bool woken) {
   std::lock_guard pass(pass_mu_);
   auto started = clock_.steady();
@@ -170,7 +264,7 @@ Result<ReconcileReport> Reconciler::run_pass(bool woken) {
   // every resync_interval even under a steady stream of wakes.
   bool incremental =
       woken && belief_ && started - last_full_pass_ < options_.schedule.resync_interval;
-  std::optional<Desired> believed = std::move(belief_);
+  std::optional<Belief> believed = std::move(belief_);
   belief_.reset();
 
   // The generation first: devices read after it are at least that new, so recording it as
@@ -181,14 +275,33 @@ Result<ReconcileReport> Reconciler::run_pass(bool woken) {
     belief_ = std::move(believed);  // nothing was applied
     return fail(std::move(generation.error()).wrap("reconcile: read the store generation"));
   }
-  auto devices = store_.list_devices();
-  if (!devices) {
-    instruments_->passes_failed->inc();
-    belief_ = std::move(believed);  // nothing was applied
-    return fail(std::move(devices.error()).wrap("reconcile: list devices"));
+  std::optional<ChangedShare> changed;
+  if (incremental) {
+    auto devices = store_.list_devices_changed_after(believed->generation);
+    if (!devices) {
+      instruments_->passes_failed->inc();
+      belief_ = std::move(believed);  // nothing was applied
+      return fail(std::move(devices.error())
+                      .wrap("reconcile: list devices changed after generation " +
+                            std::to_string(believed->generation)));
+    }
+    changed = changed_share(*believed, std::move(*devices), options_.gateway);
+    incremental = changed.has_value();
   }
-  Desired want = desired_state(*devices, options_.gateway);
-  log_conflicts(want.conflicts);
+  std::vector<state::Device> all;
+  Desired full;
+  if (!incremental) {
+    auto devices = store_.list_devices();
+    if (!devices) {
+      instruments_->passes_failed->inc();
+      belief_ = std::move(believed);  // nothing was applied
+      return fail(std::move(devices.error()).wrap("reconcile: list devices"));
+    }
+    all = std::move(*devices);
+    full = desired_state(all, options_.gateway);
+    log_conflicts(full.conflicts);
+  }
+  const Desired& want = incremental ? changed->want : full;
 
   ReconcileReport report;
   report.generation = *generation;
@@ -204,10 +317,11 @@ Result<ReconcileReport> Reconciler::run_pass(bool woken) {
   // (dropped), and a removed peer carries no traffic before its entries go. Both orders are
   // safe because the filters deny by default; this one keeps removals quiet.
   if (incremental) {
-    wg::DeviceState device = believed_device(std::move(believed->device), device_.ifname());
+    // Only the changed devices' share: peers and entries of the others are in neither side.
+    wg::DeviceState device = believed_device(std::move(changed->had.device), device_.ifname());
     report.layers.push_back(reconcile_wireguard(want, &device));
     for (auto& layer : layers_) {
-      report.layers.push_back(reconcile_filter(layer, want, &believed->contents));
+      report.layers.push_back(reconcile_filter(layer, want, &changed->had.contents));
     }
   } else {
     last_full_pass_ = started;
@@ -215,8 +329,6 @@ Result<ReconcileReport> Reconciler::run_pass(bool woken) {
     report.layers.push_back(reconcile_wireguard(want, nullptr));
     for (auto& layer : layers_) report.layers.push_back(reconcile_filter(layer, want, nullptr));
   }
-  believed.reset();
-
   bool ok = std::all_of(report.layers.begin(), report.layers.end(),
                         [](const LayerReport& l) { return l.ok(); });
   if (nothing_new) {
@@ -263,7 +375,12 @@ Result<ReconcileReport> Reconciler::run_pass(bool woken) {
   }
   // A failed layer may hold anything between the old and the new state (a split WireGuard
   // message, a half-applied batch): only a read tells, so the next pass is a full one.
-  if (ok) belief_ = std::move(want);
+  if (ok && incremental) {
+    update_belief(*believed, *generation, *changed);
+    belief_ = std::move(believed);
+  } else if (ok) {
+    belief_ = make_belief(*generation, all, full);
+  }
   {
     std::lock_guard lock(report_mu_);
     last_report_ = report;
@@ -292,7 +409,12 @@ LayerReport Reconciler::reconcile_wireguard(const Desired& want, const wg::Devic
                     .wrap("reconcile: read WireGuard device '" + device_.ifname() + "'");
       return r;
     }
-    record_health(want, *read);
+    std::vector<std::pair<const std::string*, const Key*>> peers;
+    peers.reserve(want.device.peers.size());
+    for (std::size_t i = 0; i < want.device.peers.size(); ++i) {
+      peers.emplace_back(&want.peer_devices[i], &want.device.peers[i].public_key);
+    }
+    record_health(peers, *read);
   }
   const wg::DeviceState* have = believed ? believed : &*read;
 
@@ -383,15 +505,16 @@ void Reconciler::record_drift(const LayerReport& layer, std::int64_t generation)
   }
 }
 
-void Reconciler::record_health(const Desired& want, const wg::DeviceState& have) {
+void Reconciler::record_health(const std::vector<std::pair<const std::string*, const Key*>>& peers,
+                               const wg::DeviceState& have) {
   std::unordered_map<Key, const wg::Peer*> running;
   running.reserve(have.peers.size());
   for (const auto& p : have.peers) running.emplace(p.public_key, &p);
   std::vector<TunnelObservation> tunnels;
-  tunnels.reserve(want.device.peers.size());
-  for (std::size_t i = 0; i < want.device.peers.size(); ++i) {
-    auto it = running.find(want.device.peers[i].public_key);
-    tunnels.push_back({&want.peer_devices[i], it == running.end() ? nullptr : it->second});
+  tunnels.reserve(peers.size());
+  for (const auto& [device, key] : peers) {
+    auto it = running.find(*key);
+    tunnels.push_back({device, it == running.end() ? nullptr : it->second});
   }
 
   std::int64_t now = clock_.unix_seconds();
@@ -511,7 +634,10 @@ bool Reconciler::refresh_health_if_due() {
     return true;
   }
   health_read_failing_ = false;
-  record_health(*belief_, *have);
+  std::vector<std::pair<const std::string*, const Key*>> peers;
+  peers.reserve(belief_->devices.size());
+  for (const auto& [id, device] : belief_->devices) peers.emplace_back(&id, &device.wg_key);
+  record_health(peers, *have);
   return true;
 }
 

@@ -8,10 +8,14 @@
 //                the first pass of the process, the periodic resync (and a wake pass once
 //                resync_interval has gone by since the last full one, so a stream of wakes never
 //                postpones it), and every pass after a failed one;
-//   incremental  a pass asked for by wake(): diffs against what this process believes each layer
-//                holds (the Desired applied by the last successful pass) without any kernel read,
-//                so one changed device costs a store read and a diff in memory, not a read of
-//                10,000 peers and 50,000 set elements.
+//   incremental  a pass asked for by wake(): reads only the devices changed since the last
+//                successful pass (Store::list_devices_changed_after) and diffs their new share
+//                of the kernel state against their old one, as this process believes each layer
+//                holds it, without any kernel read: one changed device costs reading and diffing
+//                that device, not a read of 10,000 devices, 10,000 peers and 50,000 set elements.
+//                If a changed device claims a WireGuard key or an address another device holds,
+//                or the belief holds such a conflict, the pass is a full one instead: only the
+//                whole list says who wins.
 //
 // The first pass adopts what the kernel holds (an unchanged kernel sees no write). Full passes
 // that find differences although nothing new was wanted repair drift (counted in
@@ -49,6 +53,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "controlplane/metrics/registry.h"
@@ -162,7 +168,9 @@ class Reconciler {
   LayerReport reconcile_filter(FilterLayer& layer, const Desired& want,
                                const filter::FilterContents* believed);
   void record_drift(const LayerReport& layer, std::int64_t generation);
-  void record_health(const Desired& want, const wg::DeviceState& have);
+  // peers: (device id, its WireGuard key) of every tunnel the kernel should hold.
+  void record_health(const std::vector<std::pair<const std::string*, const Key*>>& peers,
+                     const wg::DeviceState& have);
   void log_conflicts(const std::vector<std::string>& conflicts);
   void log_failures(const ReconcileReport& report);
   void collect(metrics::Exposition& e);
@@ -180,9 +188,30 @@ class Reconciler {
   std::set<std::string> logged_conflicts_;
   std::set<std::string> failing_layers_;  // logged once until they recover
   std::int64_t store_applied_ = -1;       // the last value written to the store
-  // What every layer holds as far as this process knows: the Desired of the last pass, if it
-  // succeeded. Empty before the first successful pass and after a failed one.
-  std::optional<Desired> belief_;
+  // What every layer holds as far as this process knows: the devices behind the Desired of the
+  // last pass, if it succeeded (trimmed to what desired_state() reads). Empty before the first
+  // successful pass and after a failed one.
+  struct Belief {
+    std::int64_t generation = -1;                            // the store generation that pass read
+    std::unordered_map<std::string, state::Device> devices;  // in the kernel state, by id
+    std::unordered_map<Key, const std::string*> by_key;      // -> the id key in `devices`
+    std::unordered_map<std::uint32_t, const std::string*> by_address;
+    bool conflicts = false;  // some device was left out: only full passes decide those
+  };
+  // A wake pass's reads: the changed devices' wanted share and the share the belief had.
+  struct ChangedShare {
+    std::vector<state::Device> devices;  // changed since the belief's generation
+    Desired want;                        // desired_state(devices)
+    Desired had;                         // desired_state(their believed versions)
+  };
+  static Belief make_belief(std::int64_t generation, const std::vector<state::Device>& devices,
+                            const Desired& want);
+  // Empty when the changes need a full pass (a conflict).
+  static std::optional<ChangedShare> changed_share(const Belief& belief,
+                                                   std::vector<state::Device> changed,
+                                                   const GatewaySettings& gateway);
+  static void update_belief(Belief& belief, std::int64_t generation, const ChangedShare& c);
+  std::optional<Belief> belief_;
   PassScheduler::TimePoint last_full_pass_{};
   // Steady time of the last WireGuard read for health (atomic: the loop reads it to sleep).
   std::atomic<PassScheduler::TimePoint::rep> health_read_at_{0};

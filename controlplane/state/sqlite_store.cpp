@@ -122,6 +122,10 @@ CREATE TABLE operator_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX operator_sessions_by_expiry ON operator_sessions (expires_at);
 )sql",
+    // 3: the reconciler's wake passes read only the devices changed since their last pass.
+    R"sql(
+CREATE INDEX devices_by_generation ON devices (generation);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -702,7 +706,17 @@ Result<std::optional<Device>> SqliteStore::find_device(const std::string& id) {
 
 Result<std::vector<Device>> SqliteStore::list_devices() {
   std::lock_guard lock(mu_);
-  const std::string what = "list devices";
+  return list_devices_locked(std::nullopt, "list devices");
+}
+
+Result<std::vector<Device>> SqliteStore::list_devices_changed_after(std::int64_t generation) {
+  std::lock_guard lock(mu_);
+  return list_devices_locked(generation,
+                             "list devices changed after generation " + std::to_string(generation));
+}
+
+Result<std::vector<Device>> SqliteStore::list_devices_locked(
+    std::optional<std::int64_t> changed_after, const std::string& what) {
   // Both reads in one snapshot, so ports always belong to the devices listed.
   auto txn = db_.query("BEGIN", what);
   if (!txn) return fail(std::move(txn.error()));
@@ -712,10 +726,14 @@ Result<std::vector<Device>> SqliteStore::list_devices() {
     ~EndRead() { sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr); }
   } end_read{db_};
 
+  // Without a generation, `generation > -1` holds for every row.
+  const std::int64_t after = changed_after.value_or(-1);
   std::vector<Device> out;
   {
-    auto q = db_.query("SELECT " PCL_DEVICE_COLUMNS " FROM devices ORDER BY id", what);
+    auto q = db_.query(
+        "SELECT " PCL_DEVICE_COLUMNS " FROM devices WHERE generation > ? ORDER BY id", what);
     if (!q) return fail(std::move(q.error()));
+    q->bind(1, after);
     for (;;) {
       auto row = q->step();
       if (!row) return fail(std::move(row.error()));
@@ -725,10 +743,14 @@ Result<std::vector<Device>> SqliteStore::list_devices() {
       out.push_back(std::move(*d));
     }
   }
-  auto q = db_.query(
-      "SELECT device_id, protocol, port FROM device_ports ORDER BY device_id, protocol, port",
-      what);
+  auto q = db_.query(changed_after ? "SELECT p.device_id, p.protocol, p.port FROM device_ports p "
+                                     "JOIN devices d ON d.id = p.device_id WHERE d.generation > ? "
+                                     "ORDER BY p.device_id, p.protocol, p.port"
+                                   : "SELECT device_id, protocol, port FROM device_ports "
+                                     "ORDER BY device_id, protocol, port",
+                     what);
   if (!q) return fail(std::move(q.error()));
+  if (changed_after) q->bind(1, after);
   // Both lists are ordered by device id: merge.
   std::size_t i = 0;
   for (;;) {

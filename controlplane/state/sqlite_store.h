@@ -54,6 +54,7 @@ class SqliteStore final : public Store, public OperatorStore {
 
   Result<std::optional<Device>> find_device(const std::string& id) override;
   Result<std::vector<Device>> list_devices() override;
+  Result<std::vector<Device>> list_devices_changed_after(std::int64_t generation) override;
   Result<IpAddress> ensure_device_address(const std::string& device_id, const IpPrefix& pool,
                                           const IpAddress& gateway) override;
   Status set_device_ports(const std::string& device_id,
@@ -87,6 +88,9 @@ class SqliteStore final : public Store, public OperatorStore {
 
   Result<std::optional<Enrollment>> find_enrollment_locked(const std::string& id);
   Result<std::optional<Device>> find_device_locked(const std::string& id);
+  // Every device, or those changed after a generation.
+  Result<std::vector<Device>> list_devices_locked(std::optional<std::int64_t> changed_after,
+                                                  const std::string& what);
   Result<std::vector<PortRule>> device_ports_locked(const std::string& id, const std::string& what);
   Result<std::int64_t> bump_generation_locked(const std::string& what);
   Status insert_operator_locked(const OperatorAccount& account, const std::string& what);

@@ -583,6 +583,41 @@ TEST_F(SqliteStoreTest, ListDevicesHasPortsAndAllStatuses) {
   }
 }
 
+TEST_F(SqliteStoreTest, ListDevicesChangedAfterAGenerationHasExactlyThoseWithTheirPorts) {
+  auto d1 = approved(1);
+  auto d2 = approved(2);
+  auto d3 = approved(3);
+  const std::int64_t g = gen();
+  auto ids = [](const std::vector<Device>& v) {
+    std::vector<std::string> out;
+    for (const auto& d : v) out.push_back(d.id);
+    return out;
+  };
+  EXPECT_TRUE(store_->list_devices_changed_after(g)->empty());
+  EXPECT_EQ(store_->list_devices_changed_after(-1)->size(), 3u);
+
+  ASSERT_TRUE(store_->set_device_ports(d3.id, {{Protocol::kTcp, 22}, {Protocol::kUdp, 53}}));
+  ASSERT_TRUE(store_->revoke_device(d1.id, 9));
+  ASSERT_TRUE(store_->record_heartbeat(d2.id, 10, ""));  // programs nothing: not a change
+  auto changed = store_->list_devices_changed_after(g);
+  ASSERT_TRUE(changed) << changed.error().message();
+  std::vector<std::string> want = {d1.id, d3.id};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(ids(*changed), want) << "in id order";
+  for (const auto& d : *changed) {
+    if (d.id == d1.id) {
+      EXPECT_EQ(d.status, DeviceStatus::kRevoked);
+      EXPECT_EQ(d.ports, kDefaultPorts);
+    } else {
+      EXPECT_EQ(d.ports, (std::vector<PortRule>{{Protocol::kTcp, 22}, {Protocol::kUdp, 53}}));
+    }
+    EXPECT_GT(d.generation, g);
+  }
+  // After the newest generation: nothing; the full list still has all three.
+  EXPECT_TRUE(store_->list_devices_changed_after(gen())->empty());
+  EXPECT_EQ(store_->list_devices()->size(), 3u);
+}
+
 TEST_F(SqliteStoreTest, WireguardKeyIsUniqueAcrossDevices) {
   // Enrollments refuse a reused WireGuard key up front; a device created from an enrollment row
   // edited behind the store's back still cannot share the key.

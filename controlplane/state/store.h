@@ -142,7 +142,10 @@ class Store {
 
   // Devices.
   virtual Result<std::optional<Device>> find_device(const std::string& id) = 0;
-  virtual Result<std::vector<Device>> list_devices() = 0;  // all, active and revoked
+  virtual Result<std::vector<Device>> list_devices() = 0;  // all, active and revoked, in id order
+  // The devices whose last change came after store generation `generation` (Device::generation
+  // > generation), in id order: what a reconciler that applied `generation` has not seen.
+  virtual Result<std::vector<Device>> list_devices_changed_after(std::int64_t generation) = 0;
   // Allocates the device's address from the pool once (lowest free host address, skipping the
   // network, gateway and broadcast addresses); later calls return the same address, even if the
   // pool changed since. ENOSPC when the pool is full, EPERM for a revoked device. Addresses are

@@ -81,10 +81,22 @@ Result<std::optional<state::Device>> FakeStore::find_device(const std::string& i
 
 Result<std::vector<state::Device>> FakeStore::list_devices() {
   std::lock_guard lock(mu_);
+  ++list_all_calls_;
   if (auto e = list_failures_.next_call()) return fail(std::move(*e));
   std::vector<state::Device> out;
   out.reserve(devices_.size());
   for (const auto& [id, d] : devices_) out.push_back(d);
+  return out;
+}
+
+Result<std::vector<state::Device>> FakeStore::list_devices_changed_after(std::int64_t generation) {
+  std::lock_guard lock(mu_);
+  ++changed_after_calls_;
+  if (auto e = list_failures_.next_call()) return fail(std::move(*e));
+  std::vector<state::Device> out;
+  for (const auto& [id, d] : devices_) {
+    if (d.generation > generation) out.push_back(d);
+  }
   return out;
 }
 

@@ -19,7 +19,11 @@ class FakeStore final : public state::Store {
   // Test set-up: adds or replaces a device as given (its generation becomes the new one).
   void put_device(state::Device d);
 
+  // The nth call of list_devices() or list_devices_changed_after() fails.
   void fail_list_devices(int nth, Error e) { list_failures_.fail_call(nth, std::move(e)); }
+  // Calls so far: a wake pass should read only the changed devices.
+  std::uint64_t list_all_calls() const { return list_all_calls_; }
+  std::uint64_t changed_after_calls() const { return changed_after_calls_; }
   std::uint64_t set_applied_calls() const { return set_applied_calls_; }
   std::vector<state::AuditEvent> audit_log() const;
 
@@ -43,6 +47,7 @@ class FakeStore final : public state::Store {
 
   Result<std::optional<state::Device>> find_device(const std::string& id) override;
   Result<std::vector<state::Device>> list_devices() override;
+  Result<std::vector<state::Device>> list_devices_changed_after(std::int64_t generation) override;
   Result<IpAddress> ensure_device_address(const std::string& device_id, const IpPrefix& pool,
                                           const IpAddress& gateway) override;
   Status set_device_ports(const std::string& device_id,
@@ -67,6 +72,8 @@ class FakeStore final : public state::Store {
   std::int64_t generation_ = 0;
   std::int64_t applied_ = 0;
   std::uint64_t set_applied_calls_ = 0;
+  std::uint64_t list_all_calls_ = 0;
+  std::uint64_t changed_after_calls_ = 0;
   std::map<std::string, state::Device> devices_;
   std::vector<state::AuditEvent> audit_;
   portcullis::testing::ScheduledFailures list_failures_;
