@@ -1,6 +1,5 @@
 #include "controlplane/api/crypto.h"
 
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,30 +8,17 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/temp_dir.h"
+
 namespace portcullis::api {
 namespace {
 
 namespace fs = std::filesystem;
+using portcullis::testing::TempDir;
 
 std::span<const std::uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pcl-api-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 TEST(Crypto, Sha256KnownAnswer) {
   EXPECT_EQ(hex(sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -74,7 +60,7 @@ TEST(Crypto, SignAndVerify) {
 }
 
 TEST(Crypto, SeedFileIsCreated0600AndReloaded) {
-  TempDir dir;
+  TempDir dir("pcl-api");
   const std::string path = (dir.path() / "signing.key").string();
   auto created = SigningKey::load_or_create(path);
   ASSERT_TRUE(created) << created.error().message();
@@ -90,7 +76,7 @@ TEST(Crypto, SeedFileIsCreated0600AndReloaded) {
 }
 
 TEST(Crypto, SeedFileReadableByOthersIsRefused) {
-  TempDir dir;
+  TempDir dir("pcl-api");
   const std::string path = (dir.path() / "signing.key").string();
   ASSERT_TRUE(SigningKey::load_or_create(path));
   ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
@@ -101,7 +87,7 @@ TEST(Crypto, SeedFileReadableByOthersIsRefused) {
 }
 
 TEST(Crypto, GarbledSeedFileIsAnError) {
-  TempDir dir;
+  TempDir dir("pcl-api");
   const std::string path = (dir.path() / "signing.key").string();
   {
     std::ofstream f(path);

@@ -1,7 +1,6 @@
 #include "controlplane/http/tls_identity.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -11,26 +10,13 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/temp_dir.h"
+
 namespace portcullis::http {
 namespace {
 
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pcl-tls-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using portcullis::testing::TempDir;
 
 // Runs a shell command (paths here are our own temp files) and returns its stdout.
 std::string run(const std::string& command) {
@@ -52,7 +38,7 @@ unsigned mode_of(const fs::path& p) {
 }
 
 TEST(TlsIdentity, GeneratesOnFirstStartWithModesAndReusesAfter) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "state" / "tls.crt";
   const fs::path key = dir.path() / "state" / "tls.key";
   auto first = ensure_tls_identity(cert, key);
@@ -71,7 +57,7 @@ TEST(TlsIdentity, GeneratesOnFirstStartWithModesAndReusesAfter) {
 }
 
 TEST(TlsIdentity, FingerprintsMatchOpensslCommandLine) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "tls.crt";
   const fs::path key = dir.path() / "tls.key";
   auto id = ensure_tls_identity(cert, key);
@@ -101,7 +87,7 @@ TEST(TlsIdentity, FingerprintsMatchOpensslCommandLine) {
 }
 
 TEST(TlsIdentity, RefusesWhenOnlyOneOfThePairExists) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "tls.crt";
   const fs::path key = dir.path() / "tls.key";
   ASSERT_TRUE(ensure_tls_identity(cert, key));
@@ -116,7 +102,7 @@ TEST(TlsIdentity, RefusesWhenOnlyOneOfThePairExists) {
 }
 
 TEST(TlsIdentity, RefusesAKeyReadableByOthers) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "tls.crt";
   const fs::path key = dir.path() / "tls.key";
   ASSERT_TRUE(ensure_tls_identity(cert, key));
@@ -128,7 +114,7 @@ TEST(TlsIdentity, RefusesAKeyReadableByOthers) {
 }
 
 TEST(TlsIdentity, RefusesAKeyOfAnotherCertificate) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   ASSERT_TRUE(ensure_tls_identity(dir.path() / "a.crt", dir.path() / "a.key"));
   ASSERT_TRUE(ensure_tls_identity(dir.path() / "b.crt", dir.path() / "b.key"));
   auto id = load_tls_identity(dir.path() / "a.crt", dir.path() / "b.key");
@@ -139,7 +125,7 @@ TEST(TlsIdentity, RefusesAKeyOfAnotherCertificate) {
 }
 
 TEST(TlsIdentity, RejectsGarbageCertificate) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "tls.crt";
   const fs::path key = dir.path() / "tls.key";
   ASSERT_TRUE(ensure_tls_identity(cert, key));
@@ -151,7 +137,7 @@ TEST(TlsIdentity, RejectsGarbageCertificate) {
 }
 
 TEST(TlsIdentity, RejectsANameThatWouldChangeTheExtensionAndLeavesNoFiles) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   const fs::path cert = dir.path() / "tls.crt";
   const fs::path key = dir.path() / "tls.key";
   TlsIdentityOptions options;
@@ -164,7 +150,7 @@ TEST(TlsIdentity, RejectsANameThatWouldChangeTheExtensionAndLeavesNoFiles) {
 }
 
 TEST(TlsIdentity, EveryGenerationIsANewKey) {
-  TempDir dir;
+  TempDir dir("pcl-tls");
   auto a = ensure_tls_identity(dir.path() / "a.crt", dir.path() / "a.key");
   auto b = ensure_tls_identity(dir.path() / "b.crt", dir.path() / "b.key");
   ASSERT_TRUE(a && b);

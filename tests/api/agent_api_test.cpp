@@ -6,7 +6,6 @@
 // Operator actions (approve, deny, revoke) go straight through the Store.
 
 #include <curl/curl.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -28,34 +27,19 @@
 #include "controlplane/api/crypto.h"
 #include "controlplane/http/https_server.h"
 #include "controlplane/state/sqlite_store.h"
+#include "tests/support/pinned_curl.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::api {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using portcullis::testing::TempDir;
 using state::PortRule;
 
 constexpr std::int64_t kStart = 1'700'000'000;
 constexpr std::size_t kBodyLimit = 64 * 1024;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pcl-agent-api-XXXXXX").string();
-    char* p = ::mkdtemp(tmpl.data());
-    if (p == nullptr) std::abort();
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // The reconciler stand-in: on wait, "applies" everything (if allowed) by recording the store's
 // generation as applied.
@@ -81,14 +65,6 @@ class FakeApplyWaiter : public ApplyWaiter {
   state::Store& store_;
 };
 
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
 struct Reply {
   long status = 0;
   std::string text;
@@ -99,38 +75,23 @@ struct Reply {
   std::string field() const { return body.is_object() ? body.value("field", "") : ""; }
 };
 
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
-
 // One agent-side HTTPS client; its handle keeps one keep-alive connection.
 class Client {
  public:
   Client(std::string base_url, std::string pin)
-      : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(curl_easy_init()) {}
+      : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(testing::new_curl()) {}
 
   Reply post(const std::string& path, const std::string& body, const std::string& bearer = "") {
     Reply reply;
     CURL* c = curl_.get();
-    const std::string url = base_url_ + path;
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    // Self-signed: trust comes from the pinned public key, as agents do it.
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin_.c_str());
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20'000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    testing::pin_request(c, base_url_ + path, pin_, 20'000);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, testing::append_to_string);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.text);
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-    list = curl_slist_append(list, "Expect:");
-    const std::string auth = "Authorization: Bearer " + bearer;
-    if (!bearer.empty()) list = curl_slist_append(list, auth.c_str());
-    std::unique_ptr<curl_slist, SlistDeleter> headers(list);
+    testing::SlistPtr headers =
+        testing::json_headers({bearer.empty() ? "" : "Authorization: Bearer " + bearer});
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
     CURLcode code = curl_easy_perform(c);
     EXPECT_EQ(code, CURLE_OK) << curl_easy_strerror(code);
@@ -148,7 +109,7 @@ class Client {
  private:
   std::string base_url_;
   std::string pin_;
-  CurlPtr curl_;
+  testing::CurlPtr curl_;
 };
 
 // A simulated agent: its Ed25519 identity and WireGuard key.
@@ -165,9 +126,6 @@ struct Tokens {
 
 class AgentApiTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK); }
-  static void TearDownTestSuite() { curl_global_cleanup(); }
-
   void SetUp() override {
     auto store = state::SqliteStore::open((dir_.path() / "portcullis.db").string());
     ASSERT_TRUE(store) << store.error().message();
@@ -257,7 +215,7 @@ class AgentApiTest : public ::testing::Test {
     return observed_[key];
   }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-agent-api"};
   std::atomic<std::int64_t> now_{kStart};
   std::unique_ptr<state::SqliteStore> store_;
   std::unique_ptr<FakeApplyWaiter> waiter_;

@@ -32,33 +32,19 @@
 #include "controlplane/operator/operator_api.h"
 #include "controlplane/state/ids.h"
 #include "controlplane/state/sqlite_store.h"
+#include "tests/support/pinned_curl.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::operator_api {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using portcullis::testing::TempDir;
 
 constexpr std::int64_t kStart = 1'700'000'000;
 constexpr std::size_t kBodyLimit = 64 * 1024;
 constexpr const char* kAdminPassword = "correct horse battery";
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pcl-operator-api-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Applies everything at once: records the store generation as applied.
 class FakeApplyWaiter : public api::ApplyWaiter {
@@ -93,13 +79,6 @@ class FakeExplainer : public FlowExplainer {
   std::set<filter::AllowEntry> nft, ebpf;
 };
 
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
 struct Reply {
   long status = 0;
   std::string text;
@@ -122,10 +101,6 @@ struct Reply {
   }
 };
 
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   static_cast<std::vector<std::string>*>(user)->emplace_back(data, size * n);
   return size * n;
@@ -135,21 +110,15 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
 class Client {
  public:
   Client(std::string base_url, std::string pin)
-      : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(curl_easy_init()) {}
+      : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(testing::new_curl()) {}
 
   Reply send(const std::string& method, const std::string& path, const std::string& body = "",
              bool with_csrf = true) {
     Reply reply;
     CURL* c = curl_.get();
     curl_easy_reset(c);
-    const std::string url = base_url_ + path;
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin_.c_str());
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20'000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    testing::pin_request(c, base_url_ + path, pin_, 20'000);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, testing::append_to_string);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.text);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply.headers);
@@ -160,13 +129,9 @@ class Client {
       curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     }
-    curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-    list = curl_slist_append(list, "Expect:");
-    const std::string cookie = "Cookie: portcullis_session=" + session;
-    if (!session.empty()) list = curl_slist_append(list, cookie.c_str());
-    const std::string csrf_header = "X-CSRF-Token: " + csrf;
-    if (with_csrf && !csrf.empty()) list = curl_slist_append(list, csrf_header.c_str());
-    std::unique_ptr<curl_slist, SlistDeleter> headers(list);
+    testing::SlistPtr headers =
+        testing::json_headers({session.empty() ? "" : "Cookie: portcullis_session=" + session,
+                               with_csrf && !csrf.empty() ? "X-CSRF-Token: " + csrf : ""});
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
     CURLcode code = curl_easy_perform(c);
     EXPECT_EQ(code, CURLE_OK) << curl_easy_strerror(code);
@@ -199,7 +164,7 @@ class Client {
  private:
   std::string base_url_;
   std::string pin_;
-  std::unique_ptr<CURL, CurlDeleter> curl_;
+  testing::CurlPtr curl_;
 };
 
 // YAML (the OpenAPI document) as JSON, through libyaml's event parser. Scalars stay strings.
@@ -282,9 +247,6 @@ class YamlToJson {
 
 class OperatorApiTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK); }
-  static void TearDownTestSuite() { curl_global_cleanup(); }
-
   void SetUp() override {
     auto store = state::SqliteStore::open((dir_.path() / "portcullis.db").string());
     ASSERT_TRUE(store) << store.error().message();
@@ -405,7 +367,7 @@ class OperatorApiTest : public ::testing::Test {
                                       : json();
   }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-operator-api"};
   std::atomic<std::int64_t> now_{kStart};
   std::unique_ptr<state::SqliteStore> store_;
   std::unique_ptr<FakeApplyWaiter> waiter_;

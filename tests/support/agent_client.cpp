@@ -1,7 +1,6 @@
 #include "tests/support/agent_client.h"
 
 #include <chrono>
-#include <mutex>
 
 #include "controlplane/api/agent_proof.h"
 
@@ -9,20 +8,6 @@ namespace portcullis::testing {
 namespace {
 
 using nlohmann::json;
-
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
-
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -36,11 +21,20 @@ std::string HttpReply::error() const {
   return body.is_object() ? body.value("error", std::string()) : std::string();
 }
 
-HttpsClient::HttpsClient(std::string base_url, std::string pin)
-    : base_url_(std::move(base_url)), pin_(std::move(pin)) {
-  global_init();
-  curl_.reset(curl_easy_init());
+void perform_into(CURL* c, HttpReply* reply) {
+  CURLcode code = curl_easy_perform(c);
+  if (code != CURLE_OK) {
+    reply->curl_error = curl_easy_strerror(code);
+    return;
+  }
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply->status);
+  curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &reply->new_connections);
+  reply->body = json::parse(reply->text, nullptr, false);
+  if (reply->body.is_discarded()) reply->body = nullptr;
 }
+
+HttpsClient::HttpsClient(std::string base_url, std::string pin)
+    : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(new_curl()) {}
 
 HttpReply HttpsClient::post(const std::string& path, const json& body, const std::string& bearer) {
   const std::string text = body.dump();
@@ -53,15 +47,8 @@ HttpReply HttpsClient::perform(const std::string& path, const std::string* body,
                                const std::string& bearer) {
   HttpReply reply;
   CURL* c = curl_.get();
-  const std::string url = base_url_ + path;
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  // Self-signed: trust comes from the pinned public key, as agents do it.
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-  curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin_.c_str());
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30'000L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  pin_request(c, base_url_ + path, pin_, 30'000);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append_to_string);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.text);
   if (body != nullptr) {
     curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -70,21 +57,9 @@ HttpReply HttpsClient::perform(const std::string& path, const std::string* body,
   } else {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   }
-  curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-  list = curl_slist_append(list, "Expect:");
-  const std::string auth = "Authorization: Bearer " + bearer;
-  if (!bearer.empty()) list = curl_slist_append(list, auth.c_str());
-  std::unique_ptr<curl_slist, SlistDeleter> headers(list);
+  SlistPtr headers = json_headers({bearer.empty() ? "" : "Authorization: Bearer " + bearer});
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-  CURLcode code = curl_easy_perform(c);
-  if (code != CURLE_OK) {
-    reply.curl_error = curl_easy_strerror(code);
-    return reply;
-  }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
-  curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &reply.new_connections);
-  reply.body = json::parse(reply.text, nullptr, false);
-  if (reply.body.is_discarded()) reply.body = nullptr;
+  perform_into(c, &reply);
   return reply;
 }
 

@@ -9,13 +9,13 @@
 
 #include <curl/curl.h>
 
-#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "controlplane/api/crypto.h"
 #include "dataplane/base/key.h"
+#include "tests/support/pinned_curl.h"
 
 namespace portcullis::testing {
 
@@ -29,6 +29,10 @@ struct HttpReply {
   std::string error() const;  // body["error"] or ""
 };
 
+// Runs the request set up on `c` (its body written to reply->text) and fills in the rest of
+// *reply: curl_error when the transfer failed, else status, new_connections and body.
+void perform_into(CURL* c, HttpReply* reply);
+
 class HttpsClient {
  public:
   // base_url "https://10.0.9.1:8443"; pin "sha256//<base64 SPKI digest>".
@@ -41,14 +45,11 @@ class HttpsClient {
   HttpReply get(const std::string& path);
 
  private:
-  struct CurlDeleter {
-    void operator()(CURL* c) const { curl_easy_cleanup(c); }
-  };
   HttpReply perform(const std::string& path, const std::string* body, const std::string& bearer);
 
   std::string base_url_;
   std::string pin_;
-  std::unique_ptr<CURL, CurlDeleter> curl_;
+  CurlPtr curl_;
 };
 
 class SimulatedAgent {

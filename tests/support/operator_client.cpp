@@ -1,23 +1,12 @@
 #include "tests/support/operator_client.h"
 
 #include <cctype>
-#include <mutex>
 #include <string_view>
 
 namespace portcullis::testing {
 namespace {
 
 using nlohmann::json;
-
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
 
 // Keeps the value of a "Set-Cookie: portcullis_session=<token>; ..." header line.
 size_t on_header(char* data, size_t size, size_t n, void* user) {
@@ -35,17 +24,10 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
 }  // namespace
 
 OperatorClient::OperatorClient(std::string base_url, std::string pin)
-    : base_url_(std::move(base_url)), pin_(std::move(pin)) {
-  global_init();
-  curl_.reset(curl_easy_init());
-}
+    : base_url_(std::move(base_url)), pin_(std::move(pin)), curl_(new_curl()) {}
 
 HttpReply OperatorClient::get(const std::string& path) { return send("GET", path, nullptr); }
 
@@ -80,15 +62,8 @@ HttpReply OperatorClient::send(const char* method, const std::string& path, cons
   HttpReply reply;
   CURL* c = curl_.get();
   curl_easy_reset(c);  // keeps the connection cache
-  const std::string url = base_url_ + path;
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  // Self-signed: trust comes from the pinned public key.
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-  curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin_.c_str());
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30'000L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  pin_request(c, base_url_ + path, pin_, 30'000);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append_to_string);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.text);
   std::string ignored;
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -100,23 +75,11 @@ HttpReply OperatorClient::send(const char* method, const std::string& path, cons
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
   }
-  curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-  list = curl_slist_append(list, "Expect:");
-  const std::string cookie = "Cookie: portcullis_session=" + session_;
-  if (!session_.empty()) list = curl_slist_append(list, cookie.c_str());
-  const std::string csrf = "X-CSRF-Token: " + csrf_;
-  if (body != nullptr && !csrf_.empty()) list = curl_slist_append(list, csrf.c_str());
-  std::unique_ptr<curl_slist, SlistDeleter> headers(list);
+  SlistPtr headers =
+      json_headers({session_.empty() ? "" : "Cookie: portcullis_session=" + session_,
+                    body != nullptr && !csrf_.empty() ? "X-CSRF-Token: " + csrf_ : ""});
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-  CURLcode code = curl_easy_perform(c);
-  if (code != CURLE_OK) {
-    reply.curl_error = curl_easy_strerror(code);
-    return reply;
-  }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
-  curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &reply.new_connections);
-  reply.body = json::parse(reply.text, nullptr, false);
-  if (reply.body.is_discarded()) reply.body = nullptr;
+  perform_into(c, &reply);
   return reply;
 }
 

@@ -10,9 +10,6 @@
 //
 // Like HttpsClient, sockets live in the calling thread's network namespace.
 
-#include <curl/curl.h>
-
-#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -40,9 +37,6 @@ class OperatorClient {
   bool logged_in() const { return !session_.empty(); }
 
  private:
-  struct CurlDeleter {
-    void operator()(CURL* c) const { curl_easy_cleanup(c); }
-  };
   HttpReply send(const char* method, const std::string& path, const std::string* body,
                  std::string* set_cookie = nullptr);
 
@@ -50,7 +44,7 @@ class OperatorClient {
   std::string pin_;
   std::string session_;
   std::string csrf_;
-  std::unique_ptr<CURL, CurlDeleter> curl_;
+  CurlPtr curl_;
 };
 
 }  // namespace portcullis::testing
