@@ -27,13 +27,13 @@
 #include "controlplane/api/crypto.h"
 #include "controlplane/http/https_server.h"
 #include "controlplane/state/sqlite_store.h"
+#include "tests/api/loopback_https.h"
 #include "tests/support/pinned_curl.h"
 #include "tests/support/temp_dir.h"
 
 namespace portcullis::api {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using portcullis::testing::TempDir;
 using state::PortRule;
@@ -150,15 +150,7 @@ class AgentApiTest : public ::testing::Test {
           ++observed_[std::string(route) + " " + std::to_string(status)];
         });
 
-    http::HttpsServerConfig server_config;
-    server_config.address = "127.0.0.1";
-    server_config.port = 0;
-    server_config.cert_file = dir_.path() / "tls" / "cert.pem";
-    server_config.key_file = dir_.path() / "tls" / "key.pem";
-    fs::create_directories(dir_.path() / "tls");
-    server_config.max_body_bytes = kBodyLimit;
-    server_config.worker_threads = 4;
-    auto server = http::HttpsServer::start(server_config, api_->routes());
+    auto server = testing::start_loopback_https(dir_.path(), api_->routes(), kBodyLimit);
     ASSERT_TRUE(server) << server.error().message();
     server_ = std::move(*server);
     client_ = std::make_unique<Client>(server_->url(), server_->identity().public_key_pin());

@@ -32,13 +32,13 @@
 #include "controlplane/operator/operator_api.h"
 #include "controlplane/state/ids.h"
 #include "controlplane/state/sqlite_store.h"
+#include "tests/api/loopback_https.h"
 #include "tests/support/pinned_curl.h"
 #include "tests/support/temp_dir.h"
 
 namespace portcullis::operator_api {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using portcullis::testing::TempDir;
 
@@ -279,15 +279,7 @@ class OperatorApiTest : public ::testing::Test {
                          [this] { return now_.load(); }};
     api_ = std::make_unique<OperatorApi>(config, deps);
 
-    http::HttpsServerConfig server_config;
-    server_config.address = "127.0.0.1";
-    server_config.port = 0;
-    server_config.cert_file = dir_.path() / "tls" / "cert.pem";
-    server_config.key_file = dir_.path() / "tls" / "key.pem";
-    fs::create_directories(dir_.path() / "tls");
-    server_config.max_body_bytes = kBodyLimit;
-    server_config.worker_threads = 4;
-    auto server = http::HttpsServer::start(server_config, api_->routes());
+    auto server = testing::start_loopback_https(dir_.path(), api_->routes(), kBodyLimit);
     ASSERT_TRUE(server) << server.error().message();
     server_ = std::move(*server);
     client_ = new_client();
