@@ -123,14 +123,29 @@ void Agent::note_error(const std::string& what) {
 }
 
 bool Agent::save() {
-  auto r = save_enrollment(config_.state_dir + "/" + kEnrollmentFile, identity_, state_);
+  const std::string path = config_.state_dir + "/" + kEnrollmentFile;
+  auto r = save_enrollment(path, identity_, state_);
   if (!r) {
-    log_error("cannot save the enrollment state, continuing with it in memory",
-              {{"error", r.error().message()}});
+    const bool first = !unsaved_;
+    if (first) save_backoff_ms_ = 1000;
+    log_event(first ? LogLevel::kError : LogLevel::kWarning,
+              "cannot save the enrollment state, continuing with it in memory",
+              {{"path", path},
+               {"error", r.error().message()},
+               {"retry_in_s", std::to_string(save_backoff_ms_ / 1000)}});
     note_error(r.error().message());
+    unsaved_ = true;
+    next_save_ms_ = steady_ms() + save_backoff_ms_;
+    save_backoff_ms_ = std::min(save_backoff_ms_ * 2, kMaxRetryBackoffMs);
     return false;
   }
+  if (unsaved_) log_notice("enrollment state saved", {{"path", path}});
+  unsaved_ = false;
   return true;
+}
+
+void Agent::retry_save() {
+  if (unsaved_ && steady_ms() >= next_save_ms_) save();
 }
 
 Agent::Outcome Agent::terminal(const std::string& state, const std::string& why) {
@@ -274,6 +289,7 @@ Agent::Outcome Agent::enroll(const std::atomic<bool>& stop) {
   bool announced = false;
   std::int64_t next_announce = 0;
   while (!stop.load()) {
+    retry_save();
     bool approved = false;
     auto o = poll_enrollment(&approved);
     if (o == Outcome::kTerminal || approved) return o;
@@ -477,6 +493,7 @@ int Agent::run(const std::atomic<bool>& stop) {
   std::int64_t next_ensure = 0, next_heartbeat = 0, next_details = 0;
   std::string reason = "start";
   while (!stop.load()) {
+    retry_save();
     if (stopped) {
       sleep(1000, stop);
       continue;

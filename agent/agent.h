@@ -9,6 +9,8 @@
 //           when the last handshake is older than handshake_max_age_s
 //   heartbeat every heartbeat_interval_s; details (inventory) after each start and every 6 h
 //   tokens: refreshed 60 s before the access token expires
+//   state: enrollment.sealed is rewritten after each change; when that fails (a full disk) the
+//          agent goes on with the state in memory and writes it again with backoff
 //   device_revoked / refresh_token_reused / enrollment denied: the interface is removed, the
 //   reason is logged, and the agent waits (no restart loop) until it is stopped.
 
@@ -91,7 +93,10 @@ class Agent {
   void heartbeat(const TunnelObservation& o);
   void details();
   Outcome terminal(const std::string& state, const std::string& why);
+  // Persists state_; on failure (a full disk) keeps it in memory and retry_save() tries again
+  // 1 s, 2 s, 4 s ... 60 s later.
   bool save();
+  void retry_save();
   void note_error(const std::string& what);
   bool sleep(std::int64_t ms, const std::atomic<bool>& stop);
   std::int64_t jitter(std::int64_t ms, int percent);
@@ -109,6 +114,9 @@ class Agent {
   std::optional<TunnelDocument> document_;  // last applied
   std::int64_t last_ensure_ = 0;
   std::int64_t request_backoff_ms_ = 1000;  // next wait after a failed enroll/request
+  bool unsaved_ = false;                    // state_ is newer than enrollment.sealed
+  std::int64_t next_save_ms_ = 0;           // steady clock
+  std::int64_t save_backoff_ms_ = 1000;
 };
 
 }  // namespace portcullis::agent

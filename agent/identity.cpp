@@ -5,11 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "dataplane/base/log.h"
 #include "dataplane/base/unique_fd.h"
 
 namespace portcullis::agent {
@@ -18,23 +21,30 @@ namespace {
 constexpr char kKdfContext[crypto_kdf_CONTEXTBYTES + 1] = "pclagent";
 constexpr std::uint64_t kSealSubkeyId = 1;
 
-std::string what_next(int err) {
+std::string what_next(int err, const std::string& dir) {
   switch (err) {
     case ENOSPC:
     case EDQUOT:
-      return ": the file system is full; free space there (the previous file was kept)";
+      return " (the file system of " + dir +
+             " is full: free space there; the previous file was "
+             "kept)";
     case EROFS:
-      return ": the file system is read-only";
+      return " (" + dir + " is on a read-only file system)";
     case EACCES:
     case EPERM:
-      return ": no permission; the agent must own its state directory";
+      return " (no permission: the agent must own its state directory " + dir + ")";
     default:
       return "";
   }
 }
 
-Error io_error(int err, const std::string& what) {
-  return Error::from_errno(err, what + what_next(err));
+std::string dir_of(const std::string& path) {
+  const std::filesystem::path p(path);
+  return p.has_parent_path() ? p.parent_path().string() : ".";
+}
+
+Error io_error(int err, const std::string& what, const std::string& dir) {
+  return Error::from_errno(err, what + what_next(err, dir));
 }
 
 Status write_all(int fd, std::string_view bytes) {
@@ -118,14 +128,13 @@ Result<std::string> AgentIdentity::unseal(std::string_view sealed) const {
 }
 
 Status write_file_atomic(const std::string& path, std::string_view bytes) {
-  const std::filesystem::path target(path);
-  const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
+  const std::string dir = dir_of(path);
   std::string tmp = path + ".tmp-XXXXXX";
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) return fail(io_error(errno, "create temporary file for '" + path + "'"));
+  if (!fd) return fail(io_error(errno, "create temporary file for '" + path + "'", dir));
   auto discard = [&](int err, const std::string& what) {
     ::unlink(tmp.c_str());
-    return fail(io_error(err, what + " '" + path + "'"));
+    return fail(io_error(err, what + " '" + path + "'", dir));
   };
   if (::fchmod(fd.get(), 0600) != 0) return discard(errno, "chmod");
   if (auto w = write_all(fd.get(), bytes); !w) return discard(w.error().errno_value(), "write");
@@ -135,6 +144,54 @@ Status write_file_atomic(const std::string& path, std::string_view bytes) {
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd) ::fsync(dfd.get());  // the rename's durability; a failure here loses nothing yet
   return {};
+}
+
+Result<SecretKey> load_or_create_wireguard_key(const std::string& path) {
+  auto text = read_private_file(path);
+  if (!text && text.error().errno_value() == ENOENT) {
+    auto key = SecretKey::generate_private();
+    std::string line = key.reveal_base64() + "\n";
+    auto written = write_file_atomic(path, line);
+    sodium_memzero(line.data(), line.size());
+    if (!written) return fail(std::move(written.error()).wrap("create WireGuard key"));
+    return key;
+  }
+  if (!text) return fail(std::move(text.error()).wrap("WireGuard key"));
+  std::string_view v(*text);
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+  auto key = SecretKey::from_base64(v);
+  sodium_memzero(text->data(), text->size());
+  if (!key) return fail(std::move(key.error()).wrap("WireGuard key file '" + path + "'"));
+  return key;
+}
+
+Result<StateKeys> open_state_dir(const std::string& dir, const std::atomic<bool>& stop) {
+  constexpr std::chrono::milliseconds kMaxWait{60'000};
+  std::chrono::milliseconds wait{1000};
+  for (;;) {
+    auto opened = [&]() -> Result<StateKeys> {
+      if (auto s = ensure_state_dir(dir); !s) return fail(std::move(s.error()));
+      auto identity = AgentIdentity::load_or_create(dir + "/" + kIdentityFile);
+      if (!identity) return fail(std::move(identity.error()));
+      auto wg = load_or_create_wireguard_key(dir + "/" + kWireguardKeyFile);
+      if (!wg) return fail(std::move(wg.error()));
+      return StateKeys{std::move(*identity), std::move(*wg)};
+    }();
+    if (opened) return opened;
+    const int err = opened.error().errno_value();
+    if (err != ENOSPC && err != EDQUOT) return opened;
+    log_error("state directory full, cannot store the agent's keys; waiting for free space",
+              {{"state_dir", dir},
+               {"error", opened.error().message()},
+               {"retry_in_s", std::to_string(wait.count() / 1000)},
+               {"todo", "free space in " + dir + " (df " + dir + ")"}});
+    const auto until = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < until) {
+      if (stop.load()) return fail_errno(ECANCELED, "stopped while waiting for space in " + dir);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    wait = std::min(wait * 2, kMaxWait);
+  }
 }
 
 Result<std::string> read_private_file(const std::string& path) {
@@ -162,9 +219,9 @@ Result<std::string> read_private_file(const std::string& path) {
 Status ensure_state_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return fail(io_error(ec.value(), "create state directory '" + dir + "'"));
+  if (ec) return fail(io_error(ec.value(), "create state directory '" + dir + "'", dir));
   if (::chmod(dir.c_str(), 0700) != 0) {
-    return fail(io_error(errno, "chmod 700 state directory '" + dir + "'"));
+    return fail(io_error(errno, "chmod 700 state directory '" + dir + "'", dir));
   }
   return {};
 }

@@ -11,6 +11,7 @@
 // full disk or a crash leaves the previous version intact.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -54,6 +55,20 @@ class AgentIdentity {
   std::array<std::uint8_t, 32> seal_key_{};  // crypto_kdf subkey for crypto_secretbox
   Key public_key_;
 };
+
+// wireguard.key in the format of dataplane/base/key_file.h (base64 and a newline, 0600), but
+// created through write_file_atomic: a crash or a full disk never leaves a truncated key behind.
+Result<SecretKey> load_or_create_wireguard_key(const std::string& path);
+
+struct StateKeys {
+  AgentIdentity identity;
+  SecretKey wireguard;
+};
+// Creates the state directory (0700) and loads or creates identity.key and wireguard.key. A full
+// file system (ENOSPC, EDQUOT) is waited out, the agent having nothing to do without its keys:
+// an error line naming the file and what to do, then retries 1 s, 2 s, 4 s ... 60 s apart until
+// it works or `stop` becomes true (ECANCELED). Any other error is returned at once.
+Result<StateKeys> open_state_dir(const std::string& dir, const std::atomic<bool>& stop);
 
 // Writes `bytes` to `path` atomically with mode 0600. ENOSPC / EDQUOT / EIO errors name the file
 // and say what to do; the old file is left as it was.

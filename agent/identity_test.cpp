@@ -1,6 +1,7 @@
 #include "agent/identity.h"
 
 #include <sodium.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -168,19 +169,23 @@ TEST_F(IdentityTest, FullFileSystemIsAClearError) {
       std::system(("mount -t tmpfs -o size=4k tmpfs " + mnt + " 2>/dev/null").c_str()) != 0) {
     GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
   }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{mnt};
   const std::string target = mnt + "/enrollment.sealed";
   ASSERT_TRUE(write_file_atomic(target, "old"));
   auto r = write_file_atomic(target, std::string(64 * 1024, 'x'));
   auto still = read_private_file(target);
   int leftovers = 0;
   for (const auto& e : std::filesystem::directory_iterator(mnt)) leftovers += e.path() != target;
-  std::system(("umount " + mnt).c_str());
   ASSERT_TRUE(still);
   EXPECT_EQ(*still, "old");
   EXPECT_EQ(leftovers, 0);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().errno_value(), ENOSPC);
-  EXPECT_NE(r.error().message().find("file system is full"), std::string::npos);
+  EXPECT_NE(r.error().message().find("the file system of " + mnt + " is full: free space there"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -16,7 +17,6 @@
 #include "agent/agent.h"
 #include "agent/health_server.h"
 #include "agent/privileges.h"
-#include "dataplane/base/key_file.h"
 #include "dataplane/base/log.h"
 #include "dataplane/link/netlink_links.h"
 
@@ -68,23 +68,21 @@ int run(int argc, char** argv) {
     return 1;
   }
 
-  if (auto s = agent::ensure_state_dir(config->state_dir); !s) {
-    return fatal(s.error(), "cannot use the state directory");
-  }
-  auto identity =
-      agent::AgentIdentity::load_or_create(config->state_dir + "/" + agent::kIdentityFile);
-  if (!identity) return fatal(identity.error(), "cannot load the agent identity");
-  auto wg_key = load_or_create_private_key(config->state_dir + "/" + agent::kWireguardKeyFile);
-  if (!wg_key) return fatal(wg_key.error(), "cannot load the WireGuard key");
-  auto links = link::NetlinkLinks::open();
-  if (!links) return fatal(links.error(), "cannot open rtnetlink (the agent needs CAP_NET_ADMIN)");
-
+  // Handlers first: a start that waits for disk space must still stop on SIGTERM.
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  auto keys = agent::open_state_dir(config->state_dir, g_stop);
+  if (!keys) {
+    if (keys.error().errno_value() == ECANCELED) return 0;
+    return fatal(keys.error(), "cannot use the state directory");
+  }
+  auto links = link::NetlinkLinks::open();
+  if (!links) return fatal(links.error(), "cannot open rtnetlink (the agent needs CAP_NET_ADMIN)");
 
   agent::StatusBoard board;
   std::unique_ptr<agent::HealthServer> health;
@@ -118,7 +116,8 @@ int run(int argc, char** argv) {
     log_info("privileges dropped, keeping CAP_NET_ADMIN only", {{"cap_eff", text}});
   }
 
-  agent::Agent a(*config, std::move(*identity), std::move(*wg_key), **links, board, unix_now);
+  agent::Agent a(*config, std::move(keys->identity), std::move(keys->wireguard), **links, board,
+                 unix_now);
   return a.run(g_stop);
 }
 
