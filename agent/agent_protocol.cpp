@@ -197,7 +197,10 @@ Result<Endpoint> resolve_endpoint(const std::string& host_port) {
   int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
   if (rc != 0) {
     return fail_errno(EHOSTUNREACH,
-                      "resolve gateway endpoint '" + host + "': " + ::gai_strerror(rc));
+                      "cannot resolve the gateway's WireGuard endpoint host '" + host + "' (" +
+                          ::gai_strerror(rc) +
+                          "): check this machine's DNS (/etc/resolv.conf) or ask the gateway's "
+                          "operator to publish an IP address as its endpoint");
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owner(res, ::freeaddrinfo);
   std::optional<Endpoint> v6;

@@ -89,6 +89,20 @@ CURLcode install_certificate_pin(CURL*, void* ssl_ctx, void* user) {
   return CURLE_OK;
 }
 
+// The host part of `url` ("gateway.invalid" of "https://gateway.invalid:8443/api/..."), or the
+// whole url when curl cannot parse it.
+std::string host_of(const std::string& url) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
+  char* host = nullptr;
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK ||
+      curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    return url;
+  }
+  std::string out(host);
+  curl_free(host);
+  return out;
+}
+
 Error transport_error(CURLcode code, const std::string& url, const char* detail) {
   const std::string what =
       std::string(curl_easy_strerror(code)) +
@@ -100,8 +114,19 @@ Error transport_error(CURLcode code, const std::string& url, const char* detail)
           "the gateway at " + url +
               " presented a TLS public key that does not match gateway_pin: refusing to talk to "
               "it (nothing was sent); check the pin against the gateway's tls_pin= log line");
-    case CURLE_COULDNT_RESOLVE_HOST:
-      return Error::from_errno(EHOSTUNREACH, "resolve the gateway host of " + url + ": " + what);
+    case CURLE_COULDNT_RESOLVE_HOST: {
+      const std::string host = host_of(url);
+      return Error::from_errno(
+          EHOSTUNREACH,
+          "cannot resolve gateway host '" + host +
+              "' (check gateway_url and this machine's DNS: /etc/resolv.conf, `getent hosts " +
+              host + "`; curl: " + (detail != nullptr && *detail != '\0' ? detail : what) +
+              "), so " + url + " is unreachable");
+    }
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return Error::from_errno(EHOSTUNREACH,
+                               "cannot resolve the proxy for " + url + " (" + what +
+                                   "): check https_proxy / all_proxy and this machine's DNS");
     case CURLE_COULDNT_CONNECT:
       return Error::from_errno(ECONNREFUSED, "connect to the gateway at " + url + ": " + what);
     case CURLE_OPERATION_TIMEDOUT:
