@@ -25,11 +25,8 @@
 // rejected batch leaves the previous state; drift (deleted element, flushed or deleted table) is
 // seen and repaired.
 
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,6 +39,7 @@
 #include "dataplane/base/unique_fd.h"
 #include "dataplane/nftables/nftables_filter.h"
 #include "tests/support/netns.h"
+#include "tests/support/sockets.h"
 
 namespace portcullis::nftables {
 namespace {
@@ -53,9 +51,16 @@ using filter::FilterDelta;
 using filter::FilterSettings;
 using filter::Protocol;
 using portcullis::testing::add_veth;
+using portcullis::testing::delivers;
 using portcullis::testing::NetnsGuard;
+using portcullis::testing::readable;
 using portcullis::testing::run;
+using portcullis::testing::sockaddr_of;
+using portcullis::testing::tcp_connect;
+using portcullis::testing::tcp_connects;
+using portcullis::testing::tcp_listen;
 using portcullis::testing::TestNetns;
+using portcullis::testing::udp_bind;
 
 constexpr int kNoConnectMs = 600;  // a dropped SYN: no answer in this time means "blocked"
 constexpr int kCutWithinMs = 1000;
@@ -63,66 +68,6 @@ constexpr int kCutWithinMs = 1000;
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
 
 std::string pid() { return std::to_string(::getpid()); }
-
-sockaddr_in sockaddr_of(const std::string& addr, std::uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  return sa;
-}
-
-bool readable(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
-}
-
-UniqueFd tcp_listen(const TestNetns& ns, const std::string& addr, std::uint16_t port) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const int on = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-  auto sa = sockaddr_of(addr, port);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
-      ::listen(fd.get(), 128) != 0) {
-    ADD_FAILURE() << "listen on " << addr << ":" << port << " in " << ns.name();
-    return UniqueFd();
-  }
-  return fd;
-}
-
-UniqueFd udp_bind(const TestNetns& ns, const std::string& addr, std::uint16_t port) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  auto sa = sockaddr_of(addr, port);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    ADD_FAILURE() << "bind udp " << addr << ":" << port << " in " << ns.name();
-    return UniqueFd();
-  }
-  return fd;
-}
-
-// A TCP connection from `ns` to addr:port, or an empty fd when none came up in time.
-UniqueFd tcp_connect(const TestNetns& ns, const std::string& addr, std::uint16_t port,
-                     int timeout_ms = kNoConnectMs) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  auto sa = sockaddr_of(addr, port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) return fd;
-  if (errno != EINPROGRESS) return UniqueFd();
-  pollfd p{fd.get(), POLLOUT, 0};
-  if (::poll(&p, 1, timeout_ms) != 1) return UniqueFd();
-  int err = 0;
-  socklen_t len = sizeof(err);
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return UniqueFd();
-  ::fcntl(fd.get(), F_SETFL, 0);
-  return fd;
-}
-
-bool tcp_connects(const TestNetns& ns, const std::string& addr, std::uint16_t port) {
-  return static_cast<bool>(tcp_connect(ns, addr, port));
-}
 
 // One datagram from a fresh socket in `ns` to the server, and the server's answer back.
 bool udp_round_trip(const TestNetns& ns, int server, const std::string& addr, std::uint16_t port,
@@ -144,13 +89,6 @@ bool udp_round_trip(const TestNetns& ns, int server, const std::string& addr, st
   if (n <= 0) return false;
   ::sendto(server, "pong", 4, 0, reinterpret_cast<sockaddr*>(&from), from_len);
   return readable(client.get(), timeout_ms) && ::recv(client.get(), buf, sizeof(buf), 0) == 4;
-}
-
-// Sends on `from` and reports whether `to` got it within timeout_ms.
-bool delivers(int from, int to, int timeout_ms) {
-  if (::send(from, "x", 1, MSG_NOSIGNAL) != 1) return false;
-  char c;
-  return readable(to, timeout_ms) && ::recv(to, &c, 1, 0) == 1;
 }
 
 // Drains pending connections of a listener (non-blocking accept).
@@ -355,12 +293,12 @@ class NftFilterTest : public ::testing::Test {
 
 TEST_F(NftFilterTest, WithoutTheFilterEverythingPasses) {
   // The baseline that makes the policy assertions below meaningful.
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 22));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 22, kNoConnectMs));
   {
     UniqueFd c = tcp_connect(*agent(1).ns, agent(2).addr, 5985, 3000);
     EXPECT_TRUE(c) << "agent to agent without the filter";
   }
-  EXPECT_TRUE(tcp_connects(*agent(1).ns, "10.255.0.1", 7000));
+  EXPECT_TRUE(tcp_connects(*agent(1).ns, "10.255.0.1", 7000, kNoConnectMs));
   drain(world_->gw_listener.get());
 }
 
@@ -409,24 +347,24 @@ TEST_F(NftFilterTest, EnforcesThePolicyAndReadsLikeIt) {
   }
 
   // operator -> agent: allowed ports only
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985));
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5900));
-  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 22));
-  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 8080));
-  EXPECT_TRUE(tcp_connects(op(), agent(2).addr, 5985));
-  EXPECT_FALSE(tcp_connects(op(), agent(2).addr, 5900));  // a1's port, not a2's
-  EXPECT_FALSE(tcp_connects(op(), agent(3).addr, 5985));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985, kNoConnectMs));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5900, kNoConnectMs));
+  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 22, kNoConnectMs));
+  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 8080, kNoConnectMs));
+  EXPECT_TRUE(tcp_connects(op(), agent(2).addr, 5985, kNoConnectMs));
+  EXPECT_FALSE(tcp_connects(op(), agent(2).addr, 5900, kNoConnectMs));  // a1's port, not a2's
+  EXPECT_FALSE(tcp_connects(op(), agent(3).addr, 5985, kNoConnectMs));
   EXPECT_TRUE(udp_round_trip(op(), agent(1).udp[0].get(), agent(1).addr, 3478));
   EXPECT_FALSE(udp_round_trip(op(), agent(1).udp[1].get(), agent(1).addr, 5353));
   EXPECT_FALSE(udp_round_trip(op(), agent(2).udp[0].get(), agent(2).addr, 3478));
   // gateway -> agent
-  EXPECT_TRUE(tcp_connects(gw(), agent(1).addr, 5985));
-  EXPECT_FALSE(tcp_connects(gw(), agent(1).addr, 22));
+  EXPECT_TRUE(tcp_connects(gw(), agent(1).addr, 5985, kNoConnectMs));
+  EXPECT_FALSE(tcp_connects(gw(), agent(1).addr, 22, kNoConnectMs));
   // agent -> agent, even to a port operators may open; agent -> gateway
-  EXPECT_FALSE(tcp_connects(*agent(1).ns, agent(2).addr, 5985));
+  EXPECT_FALSE(tcp_connects(*agent(1).ns, agent(2).addr, 5985, kNoConnectMs));
   EXPECT_FALSE(udp_round_trip(*agent(2).ns, agent(1).udp[0].get(), agent(1).addr, 3478));
-  EXPECT_FALSE(tcp_connects(*agent(1).ns, "10.255.0.1", 7000));
-  EXPECT_FALSE(tcp_connects(*agent(3).ns, "192.168.50.2", 22));
+  EXPECT_FALSE(tcp_connects(*agent(1).ns, "10.255.0.1", 7000, kNoConnectMs));
+  EXPECT_FALSE(tcp_connects(*agent(3).ns, "192.168.50.2", 22, kNoConnectMs));
 
   // Counters: the agent-to-agent drop rule saw the SYNs.
   const std::string after = nft(gw(), "list chain inet portcullis filter-forward");
@@ -438,7 +376,7 @@ TEST_F(NftFilterTest, EnforcesThePolicyAndReadsLikeIt) {
   FilterDelta add;
   add.add_allowed = {{ip(agent(1).addr), Protocol::kTcp, 8080, agent(1).device}};
   ASSERT_TRUE(filter_->apply(add));
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 8080));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 8080, kNoConnectMs));
   EXPECT_EQ(foreign_tables(), foreign_before);
   ASSERT_TRUE(filter_->remove());
   EXPECT_NE(nft(gw(), "list table inet portcullis").find("No such file"), std::string::npos);
@@ -455,7 +393,7 @@ TEST_F(NftFilterTest, RemovingAPortClosesItAndCutsLiveFlows) {
   Agent& a1 = agent(1);
 
   // An established TCP connection and a live UDP flow, both carrying data.
-  UniqueFd client = tcp_connect(op(), a1.addr, 5985);
+  UniqueFd client = tcp_connect(op(), a1.addr, 5985, kNoConnectMs);
   ASSERT_TRUE(client);
   ASSERT_TRUE(readable(a1.tcp[0].get(), 1000));
   UniqueFd server(::accept4(a1.tcp[0].get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -486,15 +424,15 @@ TEST_F(NftFilterTest, RemovingAPortClosesItAndCutsLiveFlows) {
   EXPECT_FALSE(delivers(client.get(), server.get(), kCutWithinMs));
   EXPECT_FALSE(delivers(server.get(), client.get(), kCutWithinMs));
   EXPECT_FALSE(delivers(udp_client.get(), a1.udp[0].get(), kCutWithinMs));
-  EXPECT_FALSE(tcp_connects(op(), a1.addr, 5985));
+  EXPECT_FALSE(tcp_connects(op(), a1.addr, 5985, kNoConnectMs));
   // The conntrack entries of the removed entries are deleted after apply() returns.
   EXPECT_TRUE(filter_->settle());
   // The other entries are untouched.
-  EXPECT_TRUE(tcp_connects(op(), a1.addr, 5900));
-  EXPECT_TRUE(tcp_connects(op(), agent(2).addr, 5985));
+  EXPECT_TRUE(tcp_connects(op(), a1.addr, 5900, kNoConnectMs));
+  EXPECT_TRUE(tcp_connects(op(), agent(2).addr, 5985, kNoConnectMs));
 
   // Revoking an agent cuts everything to it.
-  UniqueFd c2 = tcp_connect(op(), agent(2).addr, 5985);
+  UniqueFd c2 = tcp_connect(op(), agent(2).addr, 5985, kNoConnectMs);
   ASSERT_TRUE(c2);
   ASSERT_TRUE(readable(agent(2).tcp[0].get(), 1000));
   drain(agent(2).tcp[0].get());
@@ -503,7 +441,7 @@ TEST_F(NftFilterTest, RemovingAPortClosesItAndCutsLiveFlows) {
   revoke.remove_allowed = {{ip(agent(2).addr), Protocol::kTcp, 5985, agent(2).device}};
   ASSERT_TRUE(filter_->apply(revoke));
   EXPECT_TRUE(filter_->settle());
-  EXPECT_FALSE(tcp_connects(op(), agent(2).addr, 5985));
+  EXPECT_FALSE(tcp_connects(op(), agent(2).addr, 5985, kNoConnectMs));
   auto now = filter_->read();
   ASSERT_TRUE(now);
   EXPECT_EQ(now->agents.size(), 2u);
@@ -530,8 +468,8 @@ TEST_F(NftFilterTest, RejectedBatchLeavesThePreviousStateInPlace) {
   auto read = filter_->read();
   ASSERT_TRUE(read);
   EXPECT_EQ(read->allowed, contents().allowed);
-  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 22));
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985));
+  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 22, kNoConnectMs));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985, kNoConnectMs));
 
   // A cold build that fails (invalid settings are refused before anything is sent).
   auto s = settings();
@@ -552,7 +490,7 @@ TEST_F(NftFilterTest, DriftIsSeenAndRepaired) {
   ASSERT_EQ(nft(gw(), "delete element inet portcullis agent-ports '{ " + agent(1).addr +
                           " . tcp . 5985 }'"),
             "");
-  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 5985));
+  EXPECT_FALSE(tcp_connects(op(), agent(1).addr, 5985, kNoConnectMs));
   drift = filter_->check(s, c);
   ASSERT_TRUE(drift);
   ASSERT_EQ(drift->elements.add_allowed.size(), 1u) << drift->to_string();
@@ -561,7 +499,7 @@ TEST_F(NftFilterTest, DriftIsSeenAndRepaired) {
   std::printf("drift: %s\n", drift->to_string().c_str());
   ASSERT_TRUE(filter_->repair(s, c));
   EXPECT_TRUE(filter_->check(s, c)->empty());
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985, kNoConnectMs));
 
   // A rule added and the table flushed (rules gone, sets emptied).
   nft(gw(), "insert rule inet portcullis filter-forward accept");
@@ -569,7 +507,8 @@ TEST_F(NftFilterTest, DriftIsSeenAndRepaired) {
   ASSERT_TRUE(drift);
   EXPECT_FALSE(drift->structure.empty());
   ASSERT_EQ(nft(gw(), "flush table inet portcullis"), "");
-  EXPECT_TRUE(tcp_connects(*agent(1).ns, agent(2).addr, 5985)) << "flushed: nothing enforced";
+  EXPECT_TRUE(tcp_connects(*agent(1).ns, agent(2).addr, 5985, kNoConnectMs))
+      << "flushed: nothing enforced";
   drift = filter_->check(s, c);
   ASSERT_TRUE(drift);
   EXPECT_FALSE(drift->structure.empty());
@@ -578,7 +517,7 @@ TEST_F(NftFilterTest, DriftIsSeenAndRepaired) {
   drift = filter_->check(s, c);
   ASSERT_TRUE(drift);
   EXPECT_TRUE(drift->empty()) << drift->to_string();
-  EXPECT_FALSE(tcp_connects(*agent(1).ns, agent(2).addr, 5985));
+  EXPECT_FALSE(tcp_connects(*agent(1).ns, agent(2).addr, 5985, kNoConnectMs));
 
   // Operator networks changed in the settings: structure drift, cold build.
   auto s2 = s;
@@ -594,7 +533,7 @@ TEST_F(NftFilterTest, DriftIsSeenAndRepaired) {
   EXPECT_TRUE(drift->table_missing);
   ASSERT_TRUE(filter_->repair(s, c));
   EXPECT_TRUE(filter_->check(s, c)->empty());
-  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985));
+  EXPECT_TRUE(tcp_connects(op(), agent(1).addr, 5985, kNoConnectMs));
 }
 
 }  // namespace
