@@ -1,7 +1,7 @@
 // portcullis-agent benchmark: the real portcullisd and one real portcullis-agent, each in a
 // namespace of its own, as issue 8 asks:
 //
-//   agent_bench [--idle-seconds 30] [--backend userspace|kernel]
+//   agent_bench [--idle-seconds 30] [--backend userspace|kernel] [--smaps]
 //
 //   pcl-abgw-<pid>: portcullisd, HTTPS 10.0.21.1:8443, WireGuard pclbg<pid> (UDP 30000)
 //        | veth abg <-> aba
@@ -12,7 +12,8 @@
 //       latest-handshakes` in the agent's namespace is non-zero (polled every 20 ms)
 //   (b) idle with a live tunnel: after a 5 s settle, utime+stime of the agent (and of its
 //       wireguard-go with the userspace backend) from /proc/<pid>/stat over --idle-seconds,
-//       VmRSS and VmHWM from /proc/<pid>/status (goal: agent <= 10 MiB RSS, ~0 CPU)
+//       VmRSS and VmHWM from /proc/<pid>/status (goal: agent <= 10 MiB RSS, ~0 CPU); --smaps
+//       adds the agent's Rss by mapping (/proc/<pid>/smaps), largest first
 // Run a Release build as root on a quiet machine (the agent's defaults: heartbeat every 60 s,
 // ensure every 300 s; the idle window sees one or two heartbeats).
 
@@ -22,10 +23,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -75,6 +80,30 @@ long long status_kib(pid_t pid, const std::string& key) {
   return -1;
 }
 
+// Rss of /proc/<pid>/smaps summed by what is mapped (a file, [heap], [stack], or "anon" for a
+// nameless mapping: thread stacks, glibc arenas, large malloc blocks), largest first.
+std::vector<std::pair<long long, std::string>> rss_by_mapping(pid_t pid) {
+  std::istringstream s(read_text("/proc/" + std::to_string(pid) + "/smaps"));
+  std::map<std::string, long long> kib;
+  std::string line, name = "anon";
+  while (std::getline(s, line)) {
+    if (line.rfind("Rss:", 0) == 0) {
+      kib[name] += std::stoll(line.substr(4));
+    } else if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+               line.find('-') != std::string::npos && line.find(':') > line.find(' ')) {
+      // "7f12...-7f12... r-xp 00000000 08:01 1234   /usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+      std::istringstream h(line);
+      std::string range, perms, offset, dev, inode, path;
+      h >> range >> perms >> offset >> dev >> inode >> path;
+      name = path.empty() ? "anon" : path;
+    }
+  }
+  std::vector<std::pair<long long, std::string>> out;
+  for (const auto& [n, k] : kib) out.emplace_back(k, n);
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
 pid_t start_agent(const std::string& netns_path, const std::string& config,
                   const std::string& log) {
   const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -108,14 +137,19 @@ void stop_process(pid_t pid) {
 int run(int argc, char** argv) {
   int idle_seconds = 30;
   std::string backend = "userspace";
+  bool smaps = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--idle-seconds" && i + 1 < argc) {
       idle_seconds = std::atoi(argv[++i]);
     } else if (a == "--backend" && i + 1 < argc) {
       backend = argv[++i];
+    } else if (a == "--smaps") {
+      smaps = true;
     } else {
-      std::fprintf(stderr, "usage: agent_bench [--idle-seconds 30] [--backend userspace|kernel]\n");
+      std::fprintf(stderr,
+                   "usage: agent_bench [--idle-seconds 30] [--backend userspace|kernel] "
+                   "[--smaps]\n");
       return 2;
     }
   }
@@ -232,6 +266,32 @@ int run(int argc, char** argv) {
                   static_cast<double>(status_kib(agent, "VmRSS")) / 1024.0);
       std::printf("  agent VmHWM (peak)            %8.1f MiB\n",
                   static_cast<double>(status_kib(agent, "VmHWM")) / 1024.0);
+      std::printf("  agent RssAnon / RssFile       %8.1f / %.1f MiB, %lld threads\n",
+                  static_cast<double>(status_kib(agent, "RssAnon")) / 1024.0,
+                  static_cast<double>(status_kib(agent, "RssFile")) / 1024.0,
+                  status_kib(agent, "Threads"));
+      {
+        // Shared library pages count whole in every process's RSS; PSS divides them among the
+        // processes that map them, so it is what this agent costs the machine.
+        std::istringstream r(read_text("/proc/" + std::to_string(agent) + "/smaps_rollup"));
+        long long pss = -1, pss_anon = -1, pss_file = -1;
+        for (std::string line; std::getline(r, line);) {
+          auto field = [&](const char* key, long long& out) {
+            if (line.rfind(key, 0) == 0) out = std::stoll(line.substr(std::strlen(key)));
+          };
+          field("Pss:", pss);
+          field("Pss_Anon:", pss_anon);
+          field("Pss_File:", pss_file);
+        }
+        std::printf("  agent Pss (anon + file)       %8.1f MiB  (%.1f + %.1f)\n",
+                    static_cast<double>(pss) / 1024.0, static_cast<double>(pss_anon) / 1024.0,
+                    static_cast<double>(pss_file) / 1024.0);
+      }
+      if (smaps) {
+        auto top = rss_by_mapping(agent);
+        if (top.size() > 12) top.resize(12);
+        for (const auto& [k, name] : top) std::printf("    %6lld KiB  %s\n", k, name.c_str());
+      }
       if (wg_go > 0) {
         std::printf("  wireguard-go idle CPU         %8.0f ms\n",
                     static_cast<double>(w1 - w0) * tick_ms);
