@@ -10,6 +10,14 @@
 //     root) gets CAP_NET_ADMIN and no more;
 //   - permitted, effective and inheritable become CAP_NET_ADMIN (or nothing, if it was not held);
 //   - no_new_privs: no exec can gain anything back.
+// Why not drop further once the userspace interface exists (issue 8 asks for it): every healing
+// step still needs root's powers. A deleted interface means a new wireguard-go, whose TUNSETIFF
+// creates a device (CAP_NET_ADMIN); its address, MTU, up and the gateway route are rtnetlink
+// changes (CAP_NET_ADMIN); the peer is written over /var/run/wireguard/<if>.sock, which
+// wireguard-go creates under umask 077 (srwx------ root), so reaching it takes uid 0 or
+// CAP_DAC_OVERRIDE. A real drop needs privilege separation: a small parent keeping CAP_NET_ADMIN
+// that only applies verified documents (TunnelController), and a child with no capabilities and
+// another uid doing HTTPS, JSON and the health endpoint, talking over a socketpair.
 // The user id stays what it was: files the agent made (state dir, keys) stay readable to it
 // without CAP_DAC_OVERRIDE. Under systemd (portcullis-agent.service) the unit has already reduced
 // the bounding set; this call then finds nothing left to drop and succeeds.
