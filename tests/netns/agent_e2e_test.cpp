@@ -26,10 +26,7 @@
 // PORTCULLIS_WG_BACKEND=kernel runs both sides on kernel WireGuard (the vm_agent_e2e entry runs
 // TunnelsUntouchedByAllowlistChangeAndRestart that way inside ../shared/vm); default wireguard-go.
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -53,8 +50,11 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/base/unique_fd.h"
+#include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
+#include "tests/support/sockets.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis {
 namespace {
@@ -63,6 +63,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using testing::NetnsGuard;
 using testing::PortcullisdProcess;
+using testing::tcp_connects;
+using testing::tcp_listen;
+using testing::TempDir;
 using testing::TestNetns;
 using Clock = std::chrono::steady_clock;
 
@@ -97,48 +100,11 @@ bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeo
   return cond();
 }
 
-UniqueFd tcp_listen(const TestNetns& ns, std::uint16_t port) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const int on = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
-      ::listen(fd.get(), 16) != 0) {
-    ADD_FAILURE() << "listen on :" << port << " in " << ns.name();
-  }
-  return fd;
-}
-
-// True when a TCP connection from `ns` to addr:port comes up within timeout_ms.
-bool tcp_connects(const TestNetns& ns, const std::string& addr, std::uint16_t port,
-                  int timeout_ms = 1000) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return true;
-  if (errno != EINPROGRESS) return false;
-  pollfd p{fd.get(), POLLOUT, 0};
-  if (::poll(&p, 1, timeout_ms) != 1) return false;
-  int err = 0;
-  socklen_t len = sizeof err;
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  return err == 0;
-}
-
 // GET http://127.0.0.1:<port><path> inside `ns`; the body, or "" without an answer.
 std::string http_get(const TestNetns& ns, std::uint16_t port, const std::string& path) {
   NetnsGuard in(ns);
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto sa = testing::sockaddr_of("127.0.0.1", port);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return "";
   const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
   ::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL);
@@ -217,9 +183,6 @@ class AgentE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
-    char tmpl[] = "/tmp/pcl-agent-e2e-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     gw_ = std::make_unique<TestNetns>("xgw");
     ASSERT_TRUE(gw_->ok());
     ASSERT_TRUE(gw_->run("ip link add br0 type bridge && ip link set br0 up && "
@@ -260,7 +223,6 @@ class AgentE2eTest : public ::testing::Test {
       ::unlink(("/var/run/wireguard/" + gw_if_ + ".sock").c_str());
       testing::remove_bpf_pins(gw_if_);
     }
-    if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   void start_daemon() {
@@ -342,19 +304,12 @@ class AgentE2eTest : public ::testing::Test {
   // The gateway's view of each peer, keyed by its allowed IP ("10.255.0.2/32"):
   // "<latest handshake> <rx bytes> <tx bytes>" from `wg show <if> dump`.
   std::map<std::string, std::string> gateway_peers() {
-    auto r = gw_->run("wg show " + gw_if_ + " dump");
-    EXPECT_TRUE(r.ok()) << "wg show " << gw_if_ << " dump";
+    bool ok = false;
     std::map<std::string, std::string> out;
-    std::istringstream lines(r.out);
-    std::string line;
-    std::getline(lines, line);  // the interface itself
-    while (std::getline(lines, line)) {
-      std::istringstream f(line);
-      std::string pub, psk, endpoint, ips, handshake, rx, tx;
-      if (f >> pub >> psk >> endpoint >> ips >> handshake >> rx >> tx) {
-        out[ips] = handshake + " " + rx + " " + tx;
-      }
+    for (const auto& [key, row] : testing::wg_peers(*gw_, gw_if_, &ok)) {
+      out[row.allowed_ips] = row.handshake + " " + row.rx + " " + row.tx;
     }
+    EXPECT_TRUE(ok) << "wg show " << gw_if_ << " dump";
     return out;
   }
 
@@ -392,8 +347,8 @@ class AgentE2eTest : public ::testing::Test {
   void enroll_and_bring_up() {
     start_daemon();
     for (int i = 0; i < 3; ++i) {
-      listeners_.push_back(tcp_listen(*agent_ns_[i], kAllowedPort));
-      listeners_.push_back(tcp_listen(*agent_ns_[i], kBlockedPort));
+      listeners_.push_back(tcp_listen(*agent_ns_[i], "0.0.0.0", kAllowedPort));
+      listeners_.push_back(tcp_listen(*agent_ns_[i], "0.0.0.0", kBlockedPort));
     }
 
     // (1) Enrollment: agent1 with a code, agent2 approved by the operator, agent3 left pending.
@@ -479,7 +434,8 @@ class AgentE2eTest : public ::testing::Test {
     EXPECT_EQ(health(2).value("state", ""), "pending");
   }
 
-  std::string dir_;
+  TempDir tmp_{"pcl-agent-e2e"};
+  const std::string dir_ = tmp_.path().string();
   std::unique_ptr<TestNetns> gw_;
   std::vector<std::unique_ptr<TestNetns>> agent_ns_;
   std::vector<std::string> agent_if_;
@@ -588,7 +544,7 @@ TEST_F(AgentE2eTest, TunnelsUntouchedByAllowlistChangeAndRestart) {
   EXPECT_FALSE(tcp_connects(*agent_ns_[1], ip1, kAllowedPort, 500));
   // A listener on the gateway itself, reachable there, but an agent cannot connect to it through
   // its tunnel (filter-input accepts only established/related from the tunnel).
-  listeners_.push_back(tcp_listen(*gw_, kGatewayServicePort));
+  listeners_.push_back(tcp_listen(*gw_, "0.0.0.0", kGatewayServicePort));
   EXPECT_TRUE(tcp_connects(*gw_, "10.255.0.1", kGatewayServicePort));
   EXPECT_FALSE(tcp_connects(*agent_ns_[0], "10.255.0.1", kGatewayServicePort))
       << "agent1 opened a connection to the gateway through its tunnel";
@@ -626,7 +582,7 @@ TEST_F(AgentE2eTest, TunnelsUntouchedByAllowlistChangeAndRestart) {
 
   // (3) agent2's allowlist becomes 2222/tcp only: 2222 opens, 5985 closes, and agent1's tunnel
   // at the gateway (latest handshake, rx, tx) does not move.
-  listeners_.push_back(tcp_listen(*agent_ns_[1], kNewPort));
+  listeners_.push_back(tcp_listen(*agent_ns_[1], "0.0.0.0", kNewPort));
   EXPECT_FALSE(tcp_connects(*gw_, ip2, kNewPort, 500));
   const std::string device2 = health(1).value("device_id", "");
   ASSERT_FALSE(device2.empty());

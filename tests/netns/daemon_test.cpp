@@ -21,24 +21,17 @@
 // database, the database passes integrity_check, and WireGuard peers and nft set elements are
 // exactly the active devices with addresses, and so are the eBPF maps' keys.
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sqlite3.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,24 +44,34 @@
 #include "controlplane/api/crypto.h"
 #include "controlplane/http/tls_identity.h"
 #include "dataplane/base/unique_fd.h"
-#include "dataplane/link/netlink_links.h"
 #include "dataplane/tunnel/tunnel_interface.h"
 #include "dataplane/wireguard/wireguard_go.h"
 #include "tests/support/agent_client.h"
+#include "tests/support/agent_tunnel.h"
+#include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
+#include "tests/support/sockets.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::accept_one;
+using testing::bpf_map_keys;
+using testing::delivers;
 using testing::HttpReply;
 using testing::HttpsClient;
 using testing::NetnsGuard;
+using testing::nft_set;
 using testing::PortcullisdProcess;
 using testing::SimulatedAgent;
+using testing::tcp_connect;
+using testing::tcp_listen;
+using testing::TempDir;
 using testing::TestNetns;
+using testing::wg_peers;
 
 using Clock = std::chrono::steady_clock;
 
@@ -76,174 +79,8 @@ constexpr const char* kGatewayVeth = "10.0.9.1";
 constexpr const char* kAgentVeth = "10.0.9.2";
 constexpr std::uint16_t kApiPort = 8443;
 constexpr std::uint16_t kWgPort = 30000;
-constexpr int kNoConnectMs = 1000;  // a dropped SYN: no answer in this time means "blocked"
 
 std::string pid_text() { return std::to_string(::getpid()); }
-
-// A temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/pcl-e2e-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// ---- sockets in namespaces ------------------------------------------------------------------
-
-sockaddr_in sockaddr_of(const std::string& addr, std::uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  return sa;
-}
-
-bool readable(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
-}
-
-UniqueFd tcp_listen(const TestNetns& ns, const std::string& addr, std::uint16_t port) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const int on = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-  auto sa = sockaddr_of(addr, port);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
-      ::listen(fd.get(), 16) != 0) {
-    ADD_FAILURE() << "listen on " << addr << ":" << port << " in " << ns.name();
-    return UniqueFd();
-  }
-  return fd;
-}
-
-// A TCP connection from `ns` to addr:port, or an empty fd when none came up in time.
-UniqueFd tcp_connect(const TestNetns& ns, const std::string& addr, std::uint16_t port,
-                     int timeout_ms = kNoConnectMs) {
-  NetnsGuard in(ns);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  auto sa = sockaddr_of(addr, port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) return fd;
-  if (errno != EINPROGRESS) return UniqueFd();
-  pollfd p{fd.get(), POLLOUT, 0};
-  if (::poll(&p, 1, timeout_ms) != 1) return UniqueFd();
-  int err = 0;
-  socklen_t len = sizeof(err);
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return UniqueFd();
-  ::fcntl(fd.get(), F_SETFL, 0);
-  return fd;
-}
-
-UniqueFd accept_one(int listener, int timeout_ms) {
-  if (!readable(listener, timeout_ms)) return UniqueFd();
-  return UniqueFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
-}
-
-// Sends on `from` and reports whether `to` got it within timeout_ms.
-bool delivers(int from, int to, int timeout_ms) {
-  if (::send(from, "x", 1, MSG_NOSIGNAL) != 1) return false;
-  char c;
-  return readable(to, timeout_ms) && ::recv(to, &c, 1, 0) == 1;
-}
-
-// ---- kernel state as the tools show it --------------------------------------------------------
-
-struct WgPeerRow {
-  std::string allowed_ips;  // as `wg show dump` prints them
-  std::string handshake;    // Unix seconds, "0" = never
-  std::string rx, tx;
-};
-
-// `wg show <if> dump`: peers by public key. Empty map and *ok false when the command failed.
-std::map<std::string, WgPeerRow> wg_peers(const TestNetns& ns, const std::string& ifname,
-                                          bool* ok = nullptr) {
-  auto r = ns.run("wg show " + ifname + " dump");
-  if (ok != nullptr) *ok = r.ok();
-  std::map<std::string, WgPeerRow> peers;
-  std::istringstream lines(r.out);
-  std::string line;
-  std::getline(lines, line);  // the interface
-  while (std::getline(lines, line)) {
-    std::istringstream f(line);
-    std::string pub, psk, endpoint;
-    WgPeerRow row;
-    f >> pub >> psk >> endpoint >> row.allowed_ips >> row.handshake >> row.rx >> row.tx;
-    peers[pub] = row;
-  }
-  return peers;
-}
-
-// The elements of an nft set as text: "10.255.0.2 . tcp . 5985" or "10.255.0.2".
-std::set<std::string> nft_set(const TestNetns& ns, const std::string& set, bool* ok = nullptr) {
-  auto r = ns.run("nft -j list set inet portcullis " + set + " 2>/dev/null");
-  if (ok != nullptr) *ok = r.ok();
-  std::set<std::string> out;
-  json doc = json::parse(r.out, nullptr, false);
-  if (!doc.is_object() || !doc.contains("nftables")) return out;
-  auto text = [](const json& v) -> std::string {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_number_integer()) return std::to_string(v.get<long long>());
-    return v.dump();
-  };
-  for (const auto& item : doc["nftables"]) {
-    if (!item.contains("set")) continue;
-    for (json e : item["set"].value("elem", json::array())) {
-      if (e.is_object() && e.contains("elem")) e = e["elem"]["val"];  // with a comment
-      if (e.is_object() && e.contains("concat")) {
-        std::string s;
-        for (const auto& part : e["concat"]) s += (s.empty() ? "" : " . ") + text(part);
-        out.insert(s);
-      } else {
-        out.insert(text(e));
-      }
-    }
-  }
-  return out;
-}
-
-// The keys of a pinned BPF map as text, via `bpftool -j map dump pinned`: pcl_agents keys (an
-// IPv4 address, network order) as "10.255.0.2", pcl_agent_ports keys (struct pcl_port_key:
-// address, port in host order, proto, pad) as "10.255.0.2 . tcp . 5985", like the nft sets.
-std::set<std::string> bpf_map_keys(const std::string& pinned, bool* ok) {
-  auto r = testing::run("bpftool -j map dump pinned " + pinned + " 2>/dev/null");
-  *ok = r.ok();
-  std::set<std::string> out;
-  json entries = json::parse(r.out, nullptr, false);
-  if (!entries.is_array()) {
-    *ok = false;
-    return out;
-  }
-  for (const auto& e : entries) {
-    std::vector<unsigned> b;
-    for (const auto& byte : e.value("key", json::array())) {
-      b.push_back(static_cast<unsigned>(std::stoul(byte.get<std::string>(), nullptr, 16)));
-    }
-    if (b.size() < 4) continue;
-    std::string key = std::to_string(b[0]) + "." + std::to_string(b[1]) + "." +
-                      std::to_string(b[2]) + "." + std::to_string(b[3]);
-    if (b.size() >= 7) {
-      const unsigned port = b[4] | (b[5] << 8);  // host order: little endian on x86
-      key += std::string(" . ") +
-             (b[6] == IPPROTO_TCP   ? "tcp"
-              : b[6] == IPPROTO_UDP ? "udp"
-                                    : "?") +
-             " . " + std::to_string(port);
-    }
-    out.insert(key);
-  }
-  return out;
-}
 
 // "10.255.0.7/32" -> "10.255.0.7"
 std::string host_of(const std::string& prefix) { return prefix.substr(0, prefix.find('/')); }
@@ -281,7 +118,7 @@ class DaemonTest : public ::testing::Test {
     testing::remove_bpf_pins(gw_if_);
   }
 
-  std::string state_dir() const { return dir_.path() + "/state"; }
+  std::string state_dir() const { return (dir_.path() / "state").string(); }
 
   void start_daemon(const std::string& api_listen) {
     if (!daemon_) {
@@ -322,7 +159,7 @@ class DaemonTest : public ::testing::Test {
     return f();
   }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-e2e"};
   std::unique_ptr<TestNetns> gw_ns_, agent_ns_;
   std::string gw_if_, agent_if_;
   std::unique_ptr<PortcullisdProcess> daemon_;
@@ -404,28 +241,9 @@ TEST_F(DaemonTest, AgentLifecycle) {
   {
     NetnsGuard in(*agent_ns_);
     ASSERT_TRUE(in.ok());
-    auto links = link::NetlinkLinks::open();
-    ASSERT_TRUE(links) << links.error().message();
-    tunnel::TunnelInterfaceSpec spec;
-    spec.ifname = agent_if_;
-    spec.backend = wg::Backend::kUserspace;
-    spec.addresses = {*IpPrefix::parse(address)};
-    spec.routes = {*IpPrefix::parse("10.255.0.1/32")};
-    auto tun = tunnel::ensure_tunnel_interface(spec, **links);
+    auto tun = testing::bring_up_agent_tunnel(agent_if_, agent.wg_private_key, doc);
     ASSERT_TRUE(tun) << tun.error().message();
     agent_tunnel_ = std::make_unique<tunnel::TunnelInterface>(std::move(*tun));
-    wg::DeviceDelta d;
-    d.private_key = agent.wg_private_key;
-    wg::PeerChange gw;
-    gw.public_key = *Key::from_base64(doc["gateway_wg_public_key"].get<std::string>());
-    const std::string endpoint = doc["gateway_endpoint"];  // "10.0.9.1:30000"
-    gw.endpoint = Endpoint(*IpAddress::parse(endpoint.substr(0, endpoint.rfind(':'))),
-                           doc["gateway_port"].get<int>());
-    gw.allowed_ips = std::vector<IpPrefix>{*IpPrefix::parse("10.255.0.1/32")};
-    gw.persistent_keepalive = doc["persistent_keepalive"].get<int>();
-    d.peers = {gw};
-    auto st = agent_tunnel_->device->apply(d);
-    ASSERT_TRUE(st) << st.error().message();
   }
   r = as_agent([&] { return agent.ready(client); });
   ASSERT_EQ(r.status, 200) << r.text;
@@ -531,7 +349,7 @@ TEST_F(DaemonTest, AgentLifecycle) {
     ASSERT_EQ(metrics.status, 200) << metrics.curl_error;
     EXPECT_NE(metrics.text.find("portcullis_drift_repairs_total{layer=\"nftables\"}"),
               std::string::npos);
-    const std::string file = dir_.path() + "/metrics.txt";
+    const std::string file = (dir_.path() / "metrics.txt").string();
     std::ofstream(file) << metrics.text;
     if (testing::run("command -v promtool >/dev/null").ok()) {
       auto check = testing::run("promtool check metrics < " + file + " 2>&1");
