@@ -4,21 +4,15 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::admin {
 namespace {
 
 class AdminSocketTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/pcl-admin-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/run/admin.sock";
-  }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
-  std::string dir_, path_;
+  portcullis::testing::TempDir dir_{"pcl-admin"};
+  std::string path_ = dir_.file("run/admin.sock");
 };
 
 Result<nlohmann::json> echo(const std::string& command, const nlohmann::json& args) {

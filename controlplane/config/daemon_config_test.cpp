@@ -1,12 +1,13 @@
 #include "controlplane/config/daemon_config.h"
 
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::config {
 namespace {
@@ -329,21 +330,12 @@ TEST(DaemonConfig, EnvironmentRejections) {
 
 class ConfigFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pcl-config-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
   std::string write(const std::string& name, const std::string& text) {
-    auto p = (dir_ / name).string();
+    auto p = dir_.file(name);
     std::ofstream(p) << text;
     return p;
   }
-  std::filesystem::path dir_;
+  portcullis::testing::TempDir dir_{"pcl-config"};
 };
 
 TEST_F(ConfigFileTest, LoadsAFile) {
@@ -362,7 +354,7 @@ TEST_F(ConfigFileTest, ErrorsNameTheFile) {
 }
 
 TEST_F(ConfigFileTest, MissingExplicitFileIsAnError) {
-  auto c = load_config((dir_ / "nope.toml").string(), kNoEnv, "/work");
+  auto c = load_config(dir_.file("nope.toml"), kNoEnv, "/work");
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().errno_value(), ENOENT);
   EXPECT_NE(c.error().message().find("nope.toml"), std::string::npos);
@@ -378,7 +370,7 @@ TEST_F(ConfigFileTest, MissingDefaultFileMeansDefaults) {
 }
 
 TEST_F(ConfigFileTest, DirectoryIsAnError) {
-  auto c = load_config(dir_.string(), kNoEnv, "/work");
+  auto c = load_config(dir_.path().string(), kNoEnv, "/work");
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().errno_value(), EISDIR) << c.error().message();
 }

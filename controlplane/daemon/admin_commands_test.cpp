@@ -2,9 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "controlplane/state/sqlite_store.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::daemon {
 namespace {
@@ -12,10 +11,7 @@ namespace {
 class AdminCommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/pcl-admincmd-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto s = state::SqliteStore::open(dir_ + "/db");
+    auto s = state::SqliteStore::open(dir_.file("db"));
     ASSERT_TRUE(s) << s.error().message();
     store_ = std::move(*s);
     ctx_ = std::make_unique<AdminContext>(AdminContext{
@@ -24,7 +20,6 @@ class AdminCommandsTest : public ::testing::Test {
   void TearDown() override {
     ctx_.reset();
     store_.reset();
-    std::system(("rm -rf " + dir_).c_str());
   }
 
   Result<nlohmann::json> call(const std::string& cmd,
@@ -43,7 +38,7 @@ class AdminCommandsTest : public ::testing::Test {
     return r ? r->id : "";
   }
 
-  std::string dir_;
+  portcullis::testing::TempDir dir_{"pcl-admincmd"};
   std::unique_ptr<state::SqliteStore> store_;
   std::unique_ptr<AdminContext> ctx_;
   std::int64_t now_ = 1'800'000'000;

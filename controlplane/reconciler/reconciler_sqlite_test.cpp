@@ -2,7 +2,6 @@
 // the flow of the daemon from approval to revocation, and a restart that re-opens the database.
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <filesystem>
 
@@ -10,6 +9,7 @@
 #include "controlplane/state/sqlite_store.h"
 #include "dataplane/testing/fake_packet_filter.h"
 #include "dataplane/testing/fake_wireguard_device.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::reconciler {
 namespace {
@@ -17,26 +17,10 @@ namespace {
 using filter::Protocol;
 using portcullis::testing::FakePacketFilter;
 using portcullis::testing::FakeWireguardDevice;
+using portcullis::testing::TempDir;
 
 IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 const IpPrefix kPool = *IpPrefix::parse("10.255.0.0/16");
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pcl-recon-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 Key key(std::uint8_t n, std::uint8_t kind) {
   KeyBytes b{};
@@ -79,7 +63,7 @@ class ReconcilerSqliteTest : public ::testing::Test {
     return d->id;
   }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-recon"};
   std::unique_ptr<state::SqliteStore> store_;
   SecretKey gateway_key_ = SecretKey::generate_private();
   FakeWireguardDevice wg_{"portcullis0"};

@@ -1,4 +1,3 @@
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -6,6 +5,7 @@
 
 #include "controlplane/state/ids.h"
 #include "controlplane/state/sqlite_store.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::state {
 namespace {
@@ -13,20 +13,12 @@ namespace {
 class OperatorStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pcl-opstore-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    auto s = SqliteStore::open((dir_ / "portcullis.db").string());
+    auto s = SqliteStore::open(dir_.file("portcullis.db"));
     ASSERT_TRUE(s) << s.error().message();
     store_ = std::move(*s);
   }
-  void TearDown() override {
-    store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
 
-  std::filesystem::path dir_;
+  portcullis::testing::TempDir dir_{"pcl-opstore"};
   std::unique_ptr<SqliteStore> store_;
 };
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -17,30 +16,13 @@
 #include <gtest/gtest.h>
 
 #include "controlplane/state/ids.h"
+#include "tests/support/temp_dir.h"
 
 namespace portcullis::state {
 namespace {
 
 using filter::Protocol;
-
-// A private directory under $TMPDIR, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pcl-state-XXXXXX").string();
-    char* p = mkdtemp(tmpl.data());
-    if (p == nullptr) std::abort();
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using portcullis::testing::TempDir;
 
 Key test_key(std::uint8_t seed, std::uint8_t kind) {
   KeyBytes b{};
@@ -94,7 +76,7 @@ class SqliteStoreTest : public ::testing::Test {
 
   std::int64_t gen() { return *store_->generation(); }
 
-  TempDir dir_;
+  TempDir dir_{"pcl-state"};
   std::string path_ = dir_.file("portcullis.db");
   std::unique_ptr<SqliteStore> store_;
 };

@@ -4,6 +4,7 @@
 //
 //   TempDir dir("pcl-api");               // $TMPDIR/pcl-api-XXXXXX, usually /tmp
 //   auto key = dir.path() / "signing.key";
+//   auto db = dir.file("portcullis.db");   // the same as a std::string
 
 #include <stdlib.h>
 
@@ -35,6 +36,8 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  // The path of `name` inside, as a string: dir.file("portcullis.db").
+  std::string file(std::string_view name) const { return (path_ / name).string(); }
 
  private:
   std::filesystem::path path_;
