@@ -20,6 +20,7 @@
 #include <set>
 #include <tuple>
 #include <type_traits>
+#include <unordered_map>
 
 #include "bpf/portcullis_filter.h"
 #include "dataplane/base/unique_fd.h"
@@ -1002,10 +1003,6 @@ Result<std::vector<PortCounters>> BpfFilter::read_counters() {
   if (auto held = hold("read BPF counters"); !held) return fail(std::move(held.error()));
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return fail_errno(-cpus, "read BPF counters: count possible CPUs");
-  auto contents = read_contents();
-  if (!contents) return fail(std::move(contents.error()));
-  std::map<IpAddress, std::string> devices;
-  for (const auto& a : contents->agents) devices[a.address] = a.device;
 
   // Per-CPU values are 8-byte aligned; pcl_counter_value already is.
   static_assert(sizeof(pcl_counter_value) % 8 == 0);
@@ -1013,10 +1010,25 @@ Result<std::vector<PortCounters>> BpfFilter::read_counters() {
                                         "pcl_counters");
   if (!rows) return fail(std::move(rows.error()));
   std::vector<PortCounters> out;
+  if (rows->empty()) return out;
+  // Device names come from the agents map alone (a scrape at 10,000 devices must not read the
+  // 50,000 allowed triples too).
+  auto agents =
+      dump_map<std::uint32_t>(objects_->map[kAgents], sizeof(pcl_agent_value), "pcl_agents");
+  if (!agents) return fail(std::move(agents.error()));
+  std::unordered_map<std::uint32_t, std::string> devices;
+  devices.reserve(agents->size());
+  for (const auto& [addr, bytes] : *agents) {
+    pcl_agent_value v;
+    std::memcpy(&v, bytes.data(), sizeof(v));
+    v.device[sizeof(v.device) - 1] = '\0';
+    devices.emplace(addr, v.device);
+  }
+  out.reserve(rows->size());
   for (const auto& [k, bytes] : *rows) {
     PortCounters c;
     if (k.agent != 0) c.agent = from_v4_key(k.agent);
-    if (auto it = devices.find(c.agent); it != devices.end()) c.device = it->second;
+    if (auto it = devices.find(k.agent); it != devices.end()) c.device = it->second;
     c.protocol = k.proto;
     c.port = k.port;
     c.direction = static_cast<Direction>(k.direction);
