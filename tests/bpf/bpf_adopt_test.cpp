@@ -15,7 +15,6 @@
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +36,7 @@
 #include "dataplane/bpf/bpf_filter.h"
 #include "dataplane/testing/fake_wireguard_device.h"
 #include "portcullis_filter.skel.h"
+#include "tests/support/bpffs.h"
 #include "tests/support/netns.h"
 
 namespace portcullis::bpf {
@@ -122,18 +122,15 @@ class BpfAdoptTest : public ::testing::Test {
     ASSERT_TRUE(ns_->run(std::string("ip link add ") + kIfname +
                          " type veth peer name pcl-peer && ip link set " + kIfname + " up")
                     .ok());
-    char dir[] = "/tmp/pcl-bpffs-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    mount_point_ = dir;
-    ASSERT_EQ(::mount("bpf", dir, "bpf", 0, nullptr), 0) << std::strerror(errno);
-    mounted_ = true;
+    bpffs_ = std::make_unique<testing::PrivateBpffs>();
+    ASSERT_TRUE(bpffs_->ok()) << bpffs_->error();
+    mount_point_ = bpffs_->path();
     in_ = std::make_unique<NetnsGuard>(*ns_);
     ASSERT_TRUE(in_->ok());
   }
   void TearDown() override {
     in_.reset();
-    if (mounted_) ::umount2(mount_point_.c_str(), MNT_DETACH);
-    if (!mount_point_.empty()) ::rmdir(mount_point_.c_str());
+    bpffs_.reset();
   }
 
   BpfFilterOptions options() const {
@@ -173,8 +170,8 @@ class BpfAdoptTest : public ::testing::Test {
 
   std::unique_ptr<TestNetns> ns_;
   std::unique_ptr<NetnsGuard> in_;
+  std::unique_ptr<testing::PrivateBpffs> bpffs_;
   std::string mount_point_;
-  bool mounted_ = false;
   std::uint32_t egress_id_ = 0, ingress_id_ = 0;
 };
 

@@ -13,7 +13,6 @@
 #include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +30,7 @@
 
 #include "bpf/portcullis_filter.h"
 #include "dataplane/bpf/bpf_filter.h"
+#include "tests/support/bpffs.h"
 
 namespace portcullis::bpf {
 namespace {
@@ -523,16 +523,9 @@ class BpfPinTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "mounting bpffs needs root";
-    char dir[] = "/tmp/pcl-bpffs-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    mount_point_ = dir;
-    ASSERT_EQ(::mount("bpf", dir, "bpf", 0, nullptr), 0) << std::strerror(errno);
-    mounted_ = true;
-  }
-  // Unmounting drops every pin the test left, even after a failure.
-  void TearDown() override {
-    if (mounted_) ::umount2(mount_point_.c_str(), MNT_DETACH);
-    if (!mount_point_.empty()) ::rmdir(mount_point_.c_str());
+    bpffs_ = std::make_unique<testing::PrivateBpffs>();
+    ASSERT_TRUE(bpffs_->ok()) << bpffs_->error();
+    mount_point_ = bpffs_->path();
   }
 
   BpfFilterOptions options() const {
@@ -543,8 +536,9 @@ class BpfPinTest : public ::testing::Test {
   }
   std::string pin(const char* name) const { return mount_point_ + "/portcullis/pcl-test/" + name; }
 
+  // Unmounted when the test ends: that drops every pin it left, even after a failure.
+  std::unique_ptr<testing::PrivateBpffs> bpffs_;
   std::string mount_point_;
-  bool mounted_ = false;
 };
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }

@@ -20,7 +20,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +38,7 @@
 
 #include "dataplane/base/unique_fd.h"
 #include "dataplane/bpf/bpf_filter.h"
+#include "tests/support/bpffs.h"
 #include "tests/support/netns.h"
 
 namespace portcullis::bpf {
@@ -81,15 +81,11 @@ std::string agent_ip(int n) { return "10.255.0." + std::to_string(n + 1); }
 struct BpfCleanup {
   BpfFilter* filter = nullptr;
   const TestNetns* gw = nullptr;
-  std::string mount_point;
+  std::unique_ptr<portcullis::testing::PrivateBpffs> bpffs;  // unmounted after the filter went
   ~BpfCleanup() {
     if (filter && gw) {
       NetnsGuard in(*gw);
       (void)filter->remove();
-    }
-    if (!mount_point.empty()) {
-      ::umount2(mount_point.c_str(), MNT_DETACH);
-      ::rmdir(mount_point.c_str());
     }
   }
 };
@@ -152,12 +148,10 @@ class BpfFilterNetnsTest : public ::testing::Test {
       }
     }
 
-    char dir[] = "/tmp/pcl-bpffs-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    cleanup_.mount_point = dir;
-    ASSERT_EQ(::mount("bpf", dir, "bpf", 0, nullptr), 0) << std::strerror(errno);
+    cleanup_.bpffs = std::make_unique<portcullis::testing::PrivateBpffs>();
+    ASSERT_TRUE(cleanup_.bpffs->ok()) << cleanup_.bpffs->error();
     BpfFilterOptions options;
-    options.pin_root = std::string(dir) + "/portcullis";
+    options.pin_root = cleanup_.bpffs->path() + "/portcullis";
     filter_ = std::make_unique<BpfFilter>(options);
     cleanup_.filter = filter_.get();
     cleanup_.gw = gw_.get();
@@ -430,7 +424,7 @@ TEST_F(BpfFilterNetnsTest, RestartAdoptsWithoutAChangeOrAGap) {
   const std::string ip1 = agent_ip(1);
   EXPECT_TRUE(tcp_ok(*op_, ip1, 5985)) << counters_text();
   BpfFilterOptions options;
-  options.pin_root = cleanup_.mount_point + "/portcullis";
+  options.pin_root = cleanup_.bpffs->path() + "/portcullis";
   options.tunnel_ifname = gw_if_;
   BpfFilter restarted(options);
   {
