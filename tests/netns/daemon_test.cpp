@@ -118,7 +118,7 @@ class DaemonTest : public ::testing::Test {
     testing::remove_bpf_pins(gw_if_);
   }
 
-  std::string state_dir() const { return (dir_.path() / "state").string(); }
+  std::string state_dir() const { return dir_.file("state"); }
 
   void start_daemon(const std::string& api_listen) {
     if (!daemon_) {
@@ -349,7 +349,7 @@ TEST_F(DaemonTest, AgentLifecycle) {
     ASSERT_EQ(metrics.status, 200) << metrics.curl_error;
     EXPECT_NE(metrics.text.find("portcullis_drift_repairs_total{layer=\"nftables\"}"),
               std::string::npos);
-    const std::string file = (dir_.path() / "metrics.txt").string();
+    const std::string file = dir_.file("metrics.txt");
     std::ofstream(file) << metrics.text;
     if (testing::run("command -v promtool >/dev/null").ok()) {
       auto check = testing::run("promtool check metrics < " + file + " 2>&1");

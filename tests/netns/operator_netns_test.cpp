@@ -95,7 +95,7 @@ class OperatorNetnsTest : public ::testing::Test {
     testing::PortcullisdOptions o;
     o.binary = PORTCULLISD_BINARY;
     o.netns_path = gw_ns_->path();
-    o.state_dir = (dir_.path() / "state").string();
+    o.state_dir = dir_.file("state");
     o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
              {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
              {"PORTCULLIS_API_LISTEN", kGatewayVeth},
@@ -310,7 +310,7 @@ TEST_F(OperatorNetnsTest, ApproveAllowlistExplainRevoke) {
     HttpsClient plain(api_url_, pin_);
     HttpReply m = as_operator([&] { return plain.get("/metrics"); });
     ASSERT_EQ(m.status, 200) << m.curl_error;
-    const std::string file = (dir_.path() / "metrics.txt").string();
+    const std::string file = dir_.file("metrics.txt");
     std::ofstream(file) << m.text;
     ASSERT_TRUE(testing::run("command -v promtool >/dev/null").ok())
         << "promtool missing: apt-get install prometheus (scripts/install-deps.sh)";
