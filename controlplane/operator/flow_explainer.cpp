@@ -63,4 +63,26 @@ std::vector<LayerLookup> PacketFilterExplainer::lookup(const filter::AllowEntry&
   return out;
 }
 
+std::vector<LayerDevice> PacketFilterExplainer::device_entries(const IpAddress& agent) {
+  std::vector<LayerDevice> out;
+  exclusive_([&] {
+    for (auto& f : filters_) {
+      LayerDevice d;
+      d.name = f.name;
+      auto contents = f.filter.read();
+      if (contents) {
+        d.agent_known = std::binary_search(contents->agents.begin(), contents->agents.end(),
+                                           filter::AgentEntry{agent, {}});
+        for (const auto& e : contents->allowed) {
+          if (e.agent == agent) d.allowed.push_back(e);
+        }
+      } else {
+        d.error = read_failure(f.name, contents.error());
+      }
+      out.push_back(std::move(d));
+    }
+  });
+  return out;
+}
+
 }  // namespace portcullis::operator_api

@@ -31,11 +31,20 @@ struct LayerLookup {
   std::string error;
 };
 
+// One device's entries in one layer (GET /api/ruleset?device=<id>).
+struct LayerDevice {
+  std::string name;
+  std::optional<bool> agent_known;          // its address is in the layer; empty: unreadable
+  std::vector<filter::AllowEntry> allowed;  // the layer's entries for its address, sorted
+  std::string error;
+};
+
 class FlowExplainer {
  public:
   virtual ~FlowExplainer() = default;
   virtual std::vector<LayerSummary> summarize() = 0;
   virtual std::vector<LayerLookup> lookup(const filter::AllowEntry& flow) = 0;
+  virtual std::vector<LayerDevice> device_entries(const IpAddress& agent) = 0;
 };
 
 class PacketFilterExplainer final : public FlowExplainer {
@@ -51,6 +60,7 @@ class PacketFilterExplainer final : public FlowExplainer {
 
   std::vector<LayerSummary> summarize() override;
   std::vector<LayerLookup> lookup(const filter::AllowEntry& flow) override;
+  std::vector<LayerDevice> device_entries(const IpAddress& agent) override;
 
  private:
   std::vector<NamedFilter> filters_;

@@ -402,6 +402,45 @@ void OperatorApi::audit(const Caller& c, std::string action, std::string target,
   }
 }
 
+void OperatorApi::audit_failed_login(const Caller& c, const std::string& name, std::string detail) {
+  const std::int64_t minute = deps_.clock() / 60;
+  int unaudited = 0;  // of the minute that just ended
+  bool one_by_one = false;
+  {
+    std::lock_guard lock(failed_login_mu_);
+    if (minute != failed_login_minute_) {
+      unaudited = failed_login_unaudited_;
+      failed_login_minute_ = minute;
+      failed_login_audits_ = 0;
+      failed_login_unaudited_ = 0;
+    }
+    one_by_one = failed_login_audits_ < config_.max_failed_login_audits_per_minute;
+    (one_by_one ? failed_login_audits_ : failed_login_unaudited_)++;
+  }
+  // The claimed name is not an operator's identity: it is the target; the actor is anonymous.
+  auto record = [&](std::string target, std::string text, std::string source) {
+    state::AuditEvent e;
+    e.at = deps_.clock();
+    e.actor = "anonymous";
+    e.action = "operator.login_failed";
+    e.target = std::move(target);
+    e.detail = std::move(text);
+    e.source = std::move(source);
+    if (auto r = deps_.store.audit(e); !r) {
+      log_warning("audit event not recorded, ignoring",
+                  {{"action", e.action}, {"error", r.error().message()}});
+    }
+  };
+  if (unaudited > 0) {
+    record("",
+           std::to_string(unaudited) +
+               " more failed logins in the previous minute, not audited one by one (their "
+               "names and addresses are in the gateway log)",
+           "various");
+  }
+  if (one_by_one) record(name, std::move(detail), c.source);
+}
+
 ActionContext OperatorApi::action_context() {
   return {deps_.store, config_.default_ports, deps_.clock, [this] { deps_.waiter.wake(); }};
 }
@@ -589,6 +628,11 @@ Response OperatorApi::login(const Caller& c, const Request& r) {
   if (!ok) {
     limiter_.record_failure(name, c.source, now);
     log_notice("operator login failed", {{"operator", name}, {"source", c.source}});
+    std::string detail = account->has_value() ? "wrong password" : "unknown user";
+    if (auto wait = limiter_.retry_after(name, c.source, now); wait > 0) {
+      detail += "; this user is locked out from this address for " + std::to_string(wait) + " s";
+    }
+    audit_failed_login(c, name, std::move(detail));
     return error_response(401, "invalid_credentials", "wrong user name or password");
   }
   limiter_.record_success(name, c.source);
@@ -1102,9 +1146,68 @@ Response OperatorApi::audit_log(const Caller&, const Request& r) {
   return json_response(200, body);
 }
 
+namespace {
+
+// One device as every layer holds it, against its intent (its allowlist while it is active and
+// has an address; nothing once revoked).
+json device_ruleset(const state::Device& d, const std::vector<LayerDevice>& layers) {
+  const bool live = d.status == state::DeviceStatus::kActive && d.address.has_value();
+  std::vector<filter::AllowEntry> intent;
+  if (live) {
+    for (const auto& p : d.ports) intent.push_back({*d.address, p.protocol, p.port, d.id});
+    std::sort(intent.begin(), intent.end());
+  }
+  auto texts = [](const std::vector<filter::AllowEntry>& v) {
+    json out = json::array();
+    for (const auto& e : v) out.push_back(state::format_port_rule({e.protocol, e.port}));
+    return out;
+  };
+  json per_layer = json::array();
+  for (const auto& l : layers) {
+    json j = {{"name", l.name}};
+    if (!l.error.empty()) {
+      j["error"] = l.error;
+      per_layer.push_back(std::move(j));
+      continue;
+    }
+    std::vector<filter::AllowEntry> missing, unexpected;
+    std::set_difference(intent.begin(), intent.end(), l.allowed.begin(), l.allowed.end(),
+                        std::back_inserter(missing));
+    std::set_difference(l.allowed.begin(), l.allowed.end(), intent.begin(), intent.end(),
+                        std::back_inserter(unexpected));
+    const bool agent_known = l.agent_known.value_or(false);
+    j["agent_known"] = agent_known;
+    j["allowed"] = texts(l.allowed);
+    j["missing"] = texts(missing);
+    j["unexpected"] = texts(unexpected);
+    j["in_sync"] = missing.empty() && unexpected.empty() && agent_known == live;
+    per_layer.push_back(std::move(j));
+  }
+  return {{"id", d.id},
+          {"hostname", d.hostname},
+          {"status", state::device_status_name(d.status)},
+          {"address", d.address ? json(d.address->to_string()) : json()},
+          {"intent", texts(intent)},
+          {"layers", std::move(per_layer)}};
+}
+
+}  // namespace
+
 Response OperatorApi::ruleset(const Caller&, const Request& r) {
-  auto q = parse_query(r.query, {});
+  constexpr QueryRule kRules[] = {{"device", kMaxIdBytes}};
+  auto q = parse_query(r.query, kRules);
   if (!q) return api::invalid_request(q.error());
+  json device = nullptr;
+  if (q->contains("device")) {
+    const std::string id = query_string(*q, "device");
+    if (!is_id(id)) return not_found("the device");
+    auto dev = deps_.store.find_device(id);
+    if (!dev) return api::internal_error("operator api: find device", dev.error());
+    if (!dev->has_value()) return not_found("the device");
+    std::vector<LayerDevice> held;
+    if ((*dev)->address) held = deps_.explainer.device_entries(*(*dev)->address);
+    device = device_ruleset(**dev, held);
+  }
   json layers = json::array();
   for (const auto& l : deps_.explainer.summarize()) {
     json j = {
@@ -1134,11 +1237,13 @@ Response OperatorApi::ruleset(const Caller&, const Request& r) {
     return api::internal_error("operator api: generations",
                                generation ? applied.error() : generation.error());
   }
-  return json_response(200, {{"layers", std::move(layers)},
-                             {"last_pass", std::move(drift)},
-                             {"generation", *generation},
-                             {"applied_generation", *applied},
-                             {"in_sync", *applied >= *generation}});
+  json answer = {{"layers", std::move(layers)},
+                 {"last_pass", std::move(drift)},
+                 {"generation", *generation},
+                 {"applied_generation", *applied},
+                 {"in_sync", *applied >= *generation}};
+  if (!device.is_null()) answer["device"] = std::move(device);
+  return json_response(200, std::move(answer));
 }
 
 Response OperatorApi::explain(const Caller&, const Request& r) {

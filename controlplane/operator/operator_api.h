@@ -68,6 +68,10 @@ struct OperatorApiConfig {
   // changes or when it is older than this (heartbeat times change without a generation).
   std::int64_t device_snapshot_max_age_s = 2;
   LoginLimits login_limits;
+  // Failed logins are audited one by one up to this many per minute (across all users and
+  // addresses, so that unauthenticated requests cannot fill the append-only audit table); the
+  // rest of that minute becomes one summary event.
+  int max_failed_login_audits_per_minute = 60;
   PasswordCost password_cost = PasswordCost::interactive();
   int max_concurrent_hashes = 2;
 };
@@ -142,6 +146,8 @@ class OperatorApi {
                              std::int64_t applied_generation, std::int64_t now);
   ActionContext action_context();
   void audit(const Caller& c, std::string action, std::string target, std::string detail);
+  // operator.login_failed, within max_failed_login_audits_per_minute.
+  void audit_failed_login(const Caller& c, const std::string& name, std::string detail);
 
   OperatorApiConfig config_;
   OperatorApiDeps deps_;
@@ -150,6 +156,11 @@ class OperatorApi {
 
   std::mutex setup_mu_;
   bool setup_done_ = false;  // only ever goes false -> true
+
+  std::mutex failed_login_mu_;
+  std::int64_t failed_login_minute_ = 0;  // Unix minute of the counts below
+  int failed_login_audits_ = 0;           // audited one by one in that minute
+  int failed_login_unaudited_ = 0;        // over the budget in that minute
 
   std::mutex devices_mu_;
   std::shared_ptr<const std::vector<state::Device>> devices_;

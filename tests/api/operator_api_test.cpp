@@ -75,6 +75,18 @@ class FakeExplainer : public FlowExplainer {
     std::lock_guard lock(mu);
     return {{"nftables", true, nft.contains(flow), ""}, {"ebpf", true, ebpf.contains(flow), ""}};
   }
+  std::vector<LayerDevice> device_entries(const IpAddress& agent) override {
+    std::lock_guard lock(mu);
+    auto of = [&](const std::set<filter::AllowEntry>& held, const char* name) {
+      LayerDevice d{name, false, {}, ""};
+      for (const auto& e : held) {
+        if (e.agent == agent) d.allowed.push_back(e);
+      }
+      d.agent_known = !d.allowed.empty();
+      return d;
+    };
+    return {of(nft, "nftables"), of(ebpf, "ebpf")};
+  }
   std::mutex mu;
   std::set<filter::AllowEntry> nft, ebpf;
 };
@@ -260,6 +272,7 @@ class OperatorApiTest : public ::testing::Test {
     config.default_ports = {{filter::Protocol::kTcp, 5985}, {filter::Protocol::kUdp, 3478}};
     config.password_cost = PasswordCost::minimum();
     config.login_limits = {.max_failures = 3, .window_s = 600, .lockout_s = 120};
+    config.max_failed_login_audits_per_minute = 4;
     OperatorApiDeps deps{*store_,
                          *store_,
                          *waiter_,
@@ -496,6 +509,57 @@ TEST_F(OperatorApiTest, LoginIsRateLimitedPerUserAndSource) {
             "60");
   now_ += 61;
   EXPECT_EQ(c->login("root", kAdminPassword).status, 200);
+}
+
+TEST_F(OperatorApiTest, FailedLoginsAreAuditedWithinABudget) {
+  set_up_admin();
+  auto c = new_client();
+  EXPECT_EQ(c->post("/api/login", {{"username", "root"}, {"password", "wrong password!"}}).status,
+            401);
+  EXPECT_EQ(c->post("/api/login", {{"username", "mallory"}, {"password", "a guess"}}).status, 401);
+  Reply r = client_->get("/api/audit?limit=2");
+  ASSERT_EQ(r.status, 200) << r.text;
+  const auto& unknown = r.body["events"][0];
+  EXPECT_EQ(unknown["action"], "operator.login_failed");
+  EXPECT_EQ(unknown["actor"], "anonymous");
+  EXPECT_EQ(unknown["target"], "mallory");
+  EXPECT_EQ(unknown["detail"], "unknown user");
+  EXPECT_EQ(unknown["source"], "127.0.0.1");
+  EXPECT_EQ(r.body["events"][1]["target"], "root");
+  EXPECT_EQ(r.body["events"][1]["detail"], "wrong password");
+
+  // The third failure for root from here locks it out: the event says so.
+  c->post("/api/login", {{"username", "root"}, {"password", "wrong password!"}});
+  c->post("/api/login", {{"username", "root"}, {"password", "wrong password!"}});
+  r = client_->get("/api/audit?limit=1");
+  EXPECT_EQ(r.body["events"][0]["detail"],
+            "wrong password; this user is locked out from this address for 120 s");
+
+  // Over the budget of 4 a minute: no more rows this minute, one summary with the next minute's
+  // first failure.
+  const auto count = [&] {
+    int n = 0;
+    Reply all = client_->get("/api/audit?limit=1000");
+    for (const auto& e : all.body["events"]) {
+      n += e["action"] == "operator.login_failed";
+    }
+    return n;
+  };
+  EXPECT_EQ(count(), 4);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(
+        c->post("/api/login", {{"username", "u" + std::to_string(i)}, {"password", "x"}}).status,
+        401);
+  }
+  EXPECT_EQ(count(), 4);
+  now_ += 60;
+  c->post("/api/login", {{"username", "late"}, {"password", "x"}});
+  r = client_->get("/api/audit?limit=2");
+  EXPECT_EQ(r.body["events"][0]["target"], "late");
+  EXPECT_EQ(r.body["events"][1]["detail"],
+            "3 more failed logins in the previous minute, not audited one by one (their names and "
+            "addresses are in the gateway log)");
+  EXPECT_EQ(count(), 6);
 }
 
 TEST_F(OperatorApiTest, RolesLimitWhatUsersMayDo) {
@@ -789,6 +853,34 @@ TEST_F(OperatorApiTest, RulesetAndExplainPerLayer) {
   EXPECT_EQ(r.body["last_pass"]["drift_repaired"], true);
   EXPECT_EQ(r.body["last_pass"]["layers"][1]["added"], 1);
   EXPECT_EQ(client_->get("/api/ruleset?x=1").field(), "x");
+  EXPECT_FALSE(r.body.contains("device"));
+
+  // One device: its entries per layer against its allowlist (5985/tcp by default). The eBPF
+  // layer lacks it and holds a port it should not.
+  {
+    std::lock_guard lock(explainer_.mu);
+    explainer_.ebpf.clear();
+    explainer_.ebpf.insert({*d.address, filter::Protocol::kUdp, 3478, d.id});
+  }
+  r = client_->get("/api/ruleset?device=" + d.id);
+  ASSERT_EQ(r.status, 200) << r.text;
+  const json& dev = r.body["device"];
+  EXPECT_EQ(dev["id"], d.id);
+  EXPECT_EQ(dev["address"], d.address->to_string());
+  EXPECT_EQ(dev["intent"], json::array({"5985/tcp"}));
+  ASSERT_EQ(dev["layers"].size(), 2u);
+  EXPECT_EQ(dev["layers"][0]["name"], "nftables");
+  EXPECT_EQ(dev["layers"][0]["in_sync"], true);
+  EXPECT_EQ(dev["layers"][0]["allowed"], json::array({"5985/tcp"}));
+  EXPECT_EQ(dev["layers"][1]["in_sync"], false);
+  EXPECT_EQ(dev["layers"][1]["missing"], json::array({"5985/tcp"}));
+  EXPECT_EQ(dev["layers"][1]["unexpected"], json::array({"3478/udp"}));
+  EXPECT_EQ(client_->get("/api/ruleset?device=nosuchdevice").status, 404);
+  EXPECT_EQ(client_->get("/api/ruleset?device=" + std::string(65, 'a')).field(), "device");
+  {
+    std::lock_guard lock(explainer_.mu);
+    explainer_.ebpf = explainer_.nft;
+  }
 
   set_health({{d.id, reconciler::TunnelState::kFresh, kStart, kStart - 1, 0, 0}});
   r = client_->get("/api/explain?device=" + d.id + "&port=5985&proto=tcp");
