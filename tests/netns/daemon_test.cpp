@@ -48,6 +48,7 @@
 #include "dataplane/wireguard/wireguard_go.h"
 #include "tests/support/agent_client.h"
 #include "tests/support/agent_tunnel.h"
+#include "tests/support/gateway_agent_test.h"
 #include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
@@ -65,19 +66,13 @@ using testing::HttpReply;
 using testing::HttpsClient;
 using testing::NetnsGuard;
 using testing::nft_set;
-using testing::PortcullisdProcess;
 using testing::SimulatedAgent;
 using testing::tcp_connect;
 using testing::tcp_listen;
-using testing::TempDir;
-using testing::TestNetns;
 using testing::wg_peers;
 
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kGatewayVeth = "10.0.9.1";
-constexpr const char* kAgentVeth = "10.0.9.2";
-constexpr std::uint16_t kApiPort = 8443;
 constexpr std::uint16_t kWgPort = 30000;
 
 std::string pid_text() { return std::to_string(::getpid()); }
@@ -87,64 +82,23 @@ std::string host_of(const std::string& prefix) { return prefix.substr(0, prefix.
 
 // ---- the fixture ------------------------------------------------------------------------------
 
-class DaemonTest : public ::testing::Test {
+class DaemonTest : public testing::GatewayAgentTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
-    gw_ns_ = std::make_unique<TestNetns>("dgw");
-    agent_ns_ = std::make_unique<TestNetns>("dag");
-    ASSERT_TRUE(gw_ns_->ok()) << "ip netns add " << gw_ns_->name();
-    ASSERT_TRUE(agent_ns_->ok()) << "ip netns add " << agent_ns_->name();
-    ASSERT_TRUE(testing::add_veth(*gw_ns_, "vg", *agent_ns_, "va"));
-    ASSERT_TRUE(gw_ns_->run(std::string("ip addr add ") + kGatewayVeth + "/24 dev vg").ok());
-    ASSERT_TRUE(agent_ns_->run(std::string("ip addr add ") + kAgentVeth + "/24 dev va").ok());
-    gw_if_ = "pcld" + pid_text();
-    agent_if_ = "pcla" + pid_text();
-  }
+  DaemonTest()
+      : GatewayAgentTest({.portcullisd = PORTCULLISD_BINARY,
+                          .gateway_netns = "dgw",
+                          .agent_netns = "dag",
+                          .gateway_if = "pcld",
+                          .agent_if = "pcla",
+                          .temp_dir = "pcl-e2e"}) {}
 
-  void TearDown() override {
-    if (daemon_) {
-      if (HasFailure()) {
-        std::fprintf(stderr, "---- portcullisd log (%s) ----\n%s\n", daemon_->log_path().c_str(),
-                     daemon_->log().c_str());
-      }
-      daemon_->kill9();
-    }
-    agent_tunnel_.reset();
-    if (!agent_if_.empty()) (void)wg::stop_wireguard_go(agent_if_);
-    if (!gw_if_.empty()) (void)wg::stop_wireguard_go(gw_if_);
-    agent_ns_.reset();
-    gw_ns_.reset();
-    testing::remove_bpf_pins(gw_if_);
-  }
-
-  std::string state_dir() const { return dir_.file("state"); }
-
+  // Also: the pin in the log is the one of the certificate in the state directory.
   void start_daemon(const std::string& api_listen) {
-    if (!daemon_) {
-      testing::PortcullisdOptions o;
-      o.binary = PORTCULLISD_BINARY;
-      o.netns_path = gw_ns_->path();
-      o.state_dir = state_dir();
-      o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
-               {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
-               {"PORTCULLIS_API_LISTEN", api_listen},
-               {"PORTCULLIS_API_PORT", std::to_string(kApiPort)},
-               {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"},
-               {"PORTCULLIS_LOG_LEVEL", "info"}};
-      daemon_ = std::make_unique<PortcullisdProcess>(o);
-    }
-    std::string err = daemon_->start(std::chrono::seconds(60));
-    ASSERT_EQ(err, "");
-    auto pin = daemon_->log_field("portcullisd ready", "tls_pin");
-    ASSERT_TRUE(pin) << "no tls_pin in the ready line";
-    // The pin in the log is the one of the certificate in the state directory.
+    ASSERT_NO_FATAL_FAILURE(GatewayAgentTest::start_daemon(api_listen));
     auto identity =
         http::load_tls_identity(state_dir() + "/tls/cert.pem", state_dir() + "/tls/key.pem");
     ASSERT_TRUE(identity) << identity.error().message();
-    EXPECT_EQ(*pin, identity->public_key_pin());
-    api_url_ = "https://" + api_listen + ":" + std::to_string(kApiPort);
-    pin_ = *pin;
+    EXPECT_EQ(pin_, identity->public_key_pin());
   }
 
   Result<json> admin(const std::string& command, const json& args = json::object()) {
@@ -158,13 +112,6 @@ class DaemonTest : public ::testing::Test {
     EXPECT_TRUE(in.ok());
     return f();
   }
-
-  TempDir dir_{"pcl-e2e"};
-  std::unique_ptr<TestNetns> gw_ns_, agent_ns_;
-  std::string gw_if_, agent_if_;
-  std::unique_ptr<PortcullisdProcess> daemon_;
-  std::unique_ptr<tunnel::TunnelInterface> agent_tunnel_;
-  std::string api_url_, pin_;
 };
 
 TEST_F(DaemonTest, AgentLifecycle) {

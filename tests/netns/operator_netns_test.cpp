@@ -37,9 +37,9 @@
 
 #include "dataplane/base/unique_fd.h"
 #include "dataplane/tunnel/tunnel_interface.h"
-#include "dataplane/wireguard/wireguard_go.h"
 #include "tests/support/agent_client.h"
 #include "tests/support/agent_tunnel.h"
+#include "tests/support/gateway_agent_test.h"
 #include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/operator_client.h"
@@ -59,18 +59,13 @@ using testing::HttpsClient;
 using testing::NetnsGuard;
 using testing::nft_set;
 using testing::OperatorClient;
-using testing::PortcullisdProcess;
 using testing::SimulatedAgent;
 using testing::tcp_connect;
 using testing::tcp_listen;
-using testing::TempDir;
 using testing::TestNetns;
 using testing::wg_peers;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kGatewayVeth = "10.0.9.1";
-constexpr const char* kAgentVeth = "10.0.9.2";
-constexpr std::uint16_t kApiPort = 8443;
 constexpr const char* kAdmin = "admin";
 constexpr const char* kPassword = "operator-netns-password";
 
@@ -78,52 +73,20 @@ std::string pid_text() { return std::to_string(::getpid()); }
 
 // ---- the fixture ------------------------------------------------------------------------------
 
-class OperatorNetnsTest : public ::testing::Test {
+class OperatorNetnsTest : public testing::GatewayAgentTest {
  protected:
+  OperatorNetnsTest()
+      : GatewayAgentTest({.portcullisd = PORTCULLISD_BINARY,
+                          .gateway_netns = "ogw",
+                          .agent_netns = "oag",
+                          .gateway_if = "pclo",
+                          .agent_if = "pclp",
+                          .temp_dir = "pcl-op"}) {}
+
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
-    gw_ns_ = std::make_unique<TestNetns>("ogw");
-    agent_ns_ = std::make_unique<TestNetns>("oag");
-    ASSERT_TRUE(gw_ns_->ok()) << "ip netns add " << gw_ns_->name();
-    ASSERT_TRUE(agent_ns_->ok()) << "ip netns add " << agent_ns_->name();
-    ASSERT_TRUE(testing::add_veth(*gw_ns_, "vg", *agent_ns_, "va"));
-    ASSERT_TRUE(gw_ns_->run(std::string("ip addr add ") + kGatewayVeth + "/24 dev vg").ok());
-    ASSERT_TRUE(agent_ns_->run(std::string("ip addr add ") + kAgentVeth + "/24 dev va").ok());
-    gw_if_ = "pclo" + pid_text();
-    agent_if_ = "pclp" + pid_text();
-
-    testing::PortcullisdOptions o;
-    o.binary = PORTCULLISD_BINARY;
-    o.netns_path = gw_ns_->path();
-    o.state_dir = dir_.file("state");
-    o.env = {{"PORTCULLIS_WIREGUARD_INTERFACE", gw_if_},
-             {"PORTCULLIS_WIREGUARD_BACKEND", "userspace"},
-             {"PORTCULLIS_API_LISTEN", kGatewayVeth},
-             {"PORTCULLIS_API_PORT", std::to_string(kApiPort)},
-             {"PORTCULLIS_RECONCILER_RESYNC_INTERVAL_S", "2"},
-             {"PORTCULLIS_LOG_LEVEL", "info"}};
-    daemon_ = std::make_unique<PortcullisdProcess>(o);
-    ASSERT_EQ(daemon_->start(std::chrono::seconds(60)), "");
-    auto pin = daemon_->log_field("portcullisd ready", "tls_pin");
-    ASSERT_TRUE(pin) << "no tls_pin in the ready line";
-    pin_ = *pin;
-    api_url_ = std::string("https://") + kGatewayVeth + ":" + std::to_string(kApiPort);
-  }
-
-  void TearDown() override {
-    if (daemon_) {
-      if (HasFailure()) {
-        std::fprintf(stderr, "---- portcullisd log (%s) ----\n%s\n", daemon_->log_path().c_str(),
-                     daemon_->log().c_str());
-      }
-      daemon_->kill9();
-    }
-    agent_tunnel_.reset();
-    if (!agent_if_.empty()) (void)wg::stop_wireguard_go(agent_if_);
-    if (!gw_if_.empty()) (void)wg::stop_wireguard_go(gw_if_);
-    agent_ns_.reset();
-    gw_ns_.reset();
-    testing::remove_bpf_pins(gw_if_);
+    ASSERT_NO_FATAL_FAILURE(GatewayAgentTest::SetUp());
+    if (IsSkipped()) return;
+    ASSERT_NO_FATAL_FAILURE(start_daemon(kGatewayVeth));
   }
 
   // Runs f with this thread in `ns` (the HTTPS clients connect from there).
@@ -154,13 +117,6 @@ class OperatorNetnsTest : public ::testing::Test {
         << "bpftool map dump pinned .../pcl_agent_ports";
     EXPECT_TRUE(ok);
   }
-
-  TempDir dir_{"pcl-op"};
-  std::unique_ptr<TestNetns> gw_ns_, agent_ns_;
-  std::string gw_if_, agent_if_;
-  std::unique_ptr<PortcullisdProcess> daemon_;
-  std::unique_ptr<tunnel::TunnelInterface> agent_tunnel_;
-  std::string api_url_, pin_;
 };
 
 TEST_F(OperatorNetnsTest, ApproveAllowlistExplainRevoke) {
