@@ -281,6 +281,11 @@ bool hash_equals(const KeyBytes& a, const KeyBytes& b) {
 
 // ---- JSON forms ----
 
+// A JSON string literal (invalid UTF-8 replaced, as json_response() does).
+std::string json_text(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 json ports_json(const std::vector<state::PortRule>& ports) {
   json out = json::array();
   for (const auto& p : ports) out.push_back(state::format_port_rule(p));
@@ -1088,9 +1093,12 @@ Response OperatorApi::tunnel_active(const Caller&, const Request& r) {
       active_limit_ == *limit) {
     return active_response_;
   }
-  json tunnels = json::array();
-  std::size_t total = 0;
+  // Written as text, not built as a json DOM: 10,000 tunnels render in a few milliseconds
+  // (a DOM took 40-70 ms, and this answer is re-rendered after every health refresh).
+  std::string body = "{\"tunnels\":[";
+  std::size_t total = 0, listed = 0;
   if (health) {
+    body.reserve(64 + 160 * std::min<std::size_t>(health->tunnels.size(), *limit));
     // Both sorted by device id: merge.
     auto d = (*all)->begin();
     for (const auto& h : health->tunnels) {
@@ -1100,24 +1108,23 @@ Response OperatorApi::tunnel_active(const Caller&, const Request& r) {
           d->status != state::DeviceStatus::kActive) {
         continue;
       }
-      if (total >= static_cast<std::size_t>(*offset) &&
-          tunnels.size() < static_cast<std::size_t>(*limit)) {
-        tunnels.push_back({{"tunnel_id", d->id},
-                           {"agent_id", d->id},
-                           {"hostname", d->hostname},
-                           {"virtual_ip", d->address->to_string()},
-                           {"last_activity", h.last_handshake},
-                           {"rx", h.rx_bytes},
-                           {"tx", h.tx_bytes}});
+      if (total >= static_cast<std::size_t>(*offset) && listed < static_cast<std::size_t>(*limit)) {
+        const std::string id = json_text(d->id);
+        body += listed++ ? ",{" : "{";
+        body += "\"tunnel_id\":" + id + ",\"agent_id\":" + id;
+        body += ",\"hostname\":" + json_text(d->hostname);
+        body += ",\"virtual_ip\":\"" + d->address->to_string();
+        body += "\",\"last_activity\":" + std::to_string(h.last_handshake);
+        body += ",\"rx\":" + std::to_string(h.rx_bytes);
+        body += ",\"tx\":" + std::to_string(h.tx_bytes) + "}";
       }
       ++total;
     }
   }
-  active_response_ = json_response(200, {{"tunnels", std::move(tunnels)},
-                                         {"total", total},
-                                         {"offset", *offset},
-                                         {"limit", *limit},
-                                         {"taken_at", health ? health->taken_at : 0}});
+  body += "],\"total\":" + std::to_string(total) + ",\"offset\":" + std::to_string(*offset) +
+          ",\"limit\":" + std::to_string(*limit) +
+          ",\"taken_at\":" + std::to_string(health ? health->taken_at : 0) + "}";
+  active_response_ = {200, "application/json", std::move(body), {}};
   active_health_ = std::move(health);
   active_devices_ = *all;
   active_offset_ = *offset;
