@@ -202,49 +202,66 @@ Response AgentApi::enroll_request(const Request& request) {
   }
   e.source_address = request.remote_address;
   e.created_at = now;
-  auto stored = store_.add_enrollment(e);
-  if (!stored) {
-    if (stored.error().errno_value() == EPERM) {
-      log_info("enrollment refused",
-               {{"agent_key", agent_key->short_name()}, {"reason", stored.error().context()}});
-      return error_response(403, "enrollment_refused",
-                            "this agent key was denied or its device revoked: generate a new "
-                            "agent key and enroll again");
+  // One transaction: the enrollment, its code, the approval and their audit rows. Logged after
+  // it committed.
+  std::optional<Response> refused;
+  std::optional<state::Enrollment> stored;
+  std::optional<state::Device> approved;
+  bool created = false;
+  const std::string* code = optional_string(*body, "enrollment_code");
+  Status done = store_.atomically([&]() -> Status {
+    auto added = store_.add_enrollment(e);
+    if (!added) {
+      if (added.error().errno_value() == EPERM) {
+        log_info("enrollment refused",
+                 {{"agent_key", agent_key->short_name()}, {"reason", added.error().context()}});
+        refused = error_response(403, "enrollment_refused",
+                                 "this agent key was denied or its device revoked: generate a new "
+                                 "agent key and enroll again");
+        return {};
+      }
+      if (added.error().errno_value() == EEXIST) {
+        refused = error_response(409, "conflict",
+                                 "this WireGuard key belongs to another agent: generate a new one",
+                                 "wg_public_key");
+        return {};
+      }
+      return fail(std::move(added.error()).wrap("enrollment request"));
     }
-    if (stored.error().errno_value() == EEXIST) {
-      return error_response(409, "conflict",
-                            "this WireGuard key belongs to another agent: generate a new one",
-                            "wg_public_key");
+    stored = std::move(*added);
+    created = stored->id == e.id;
+    if (created) {
+      audit("agent:" + agent_key->short_name(), "enrollment.request", stored->id,
+            "hostname=" + hostname, request);
     }
-    return internal("enrollment request failed", stored.error());
-  }
-  if (stored->id == e.id) {
+    if (code == nullptr || stored->status != state::EnrollmentStatus::kPending) return {};
+    auto consumed = store_.consume_enrollment_code(*code, now, stored->id);
+    if (!consumed) return fail(std::move(consumed.error()).wrap("enrollment code check"));
+    if (!*consumed) return {};
+    auto device =
+        store_.approve_enrollment(stored->id, "enrollment-code", config_.default_ports, now);
+    if (!device) return fail(std::move(device.error()).wrap("approval by enrollment code"));
+    stored->status = state::EnrollmentStatus::kApproved;
+    audit("agent:" + agent_key->short_name(), "enrollment.approve", stored->id,
+          "by=enrollment-code device=" + device->id, request);
+    approved = std::move(*device);
+    return {};
+  });
+  if (!done) return internal("enrollment request failed", done.error());
+  if (refused) return std::move(*refused);
+  if (created) {
     log_info("enrollment requested", {{"enrollment", stored->id.substr(0, 8)},
                                       {"hostname", hostname},
                                       {"agent_key", agent_key->short_name()},
                                       {"source", request.remote_address}});
-    audit("agent:" + agent_key->short_name(), "enrollment.request", stored->id,
-          "hostname=" + hostname, request);
   }
-
-  const std::string* code = optional_string(*body, "enrollment_code");
-  if (code != nullptr && stored->status == state::EnrollmentStatus::kPending) {
-    auto consumed = store_.consume_enrollment_code(*code, now, stored->id);
-    if (!consumed) return internal("enrollment code check failed", consumed.error());
-    if (*consumed) {
-      auto device =
-          store_.approve_enrollment(stored->id, "enrollment-code", config_.default_ports, now);
-      if (!device) return internal("approval by enrollment code failed", device.error());
-      stored->status = state::EnrollmentStatus::kApproved;
-      log_info("enrollment approved by code", {{"enrollment", stored->id.substr(0, 8)},
-                                               {"device", device->id.substr(0, 8)},
-                                               {"hostname", hostname}});
-      audit("agent:" + agent_key->short_name(), "enrollment.approve", stored->id,
-            "by=enrollment-code device=" + device->id, request);
-    } else {
-      log_info("enrollment code not accepted, waiting for an operator",
-               {{"enrollment", stored->id.substr(0, 8)}});
-    }
+  if (approved) {
+    log_info("enrollment approved by code", {{"enrollment", stored->id.substr(0, 8)},
+                                             {"device", approved->id.substr(0, 8)},
+                                             {"hostname", hostname}});
+  } else if (code != nullptr && stored->status == state::EnrollmentStatus::kPending) {
+    log_info("enrollment code not accepted, waiting for an operator",
+             {{"enrollment", stored->id.substr(0, 8)}});
   }
   return json_response(200, {{"enrollment_id", stored->id},
                              {"status", state::enrollment_status_name(stored->status)}});
@@ -268,19 +285,33 @@ Response AgentApi::enroll_poll(const Request& request) {
   if (e.status != state::EnrollmentStatus::kApproved) {
     return json_response(200, {{"status", state::enrollment_status_name(e.status)}});
   }
-  auto device = store_.find_device(e.device_id);
-  if (!device) return internal("device lookup failed", device.error());
-  if (!*device) return internal("enrollment poll", Error::protocol("approved without a device"));
-  if ((*device)->status == state::DeviceStatus::kRevoked) {
-    return refused_revoked(**device, request, "enroll/poll");
-  }
-  // The device's refresh tokens are one family (family id = device id): a new poll revokes what
-  // an earlier poll or refresh handed out. ENOENT: there was none yet.
-  if (auto r = store_.revoke_token_family(e.device_id); !r && r.error().errno_value() != ENOENT) {
-    return internal("token family revocation failed", r.error());
-  }
-  auto tokens = issue_tokens(**device, e.device_id, now);
-  if (!tokens) return std::move(tokens.error());
+  // One transaction: the device read, the old token family's revocation and the new refresh
+  // token (a failed issue keeps the old family).
+  std::optional<Response> answer;  // an answer other than the tokens
+  std::optional<json> tokens;
+  Status done = store_.atomically([&]() -> Status {
+    auto device = store_.find_device(e.device_id);
+    if (!device) return fail(std::move(device.error()).wrap("device lookup"));
+    if (!*device) return fail(Error::protocol("approved without a device"));
+    if ((*device)->status == state::DeviceStatus::kRevoked) {
+      answer = refused_revoked(**device, request, "enroll/poll");
+      return {};
+    }
+    // The device's refresh tokens are one family (family id = device id): a new poll revokes
+    // what an earlier poll or refresh handed out. ENOENT: there was none yet.
+    if (auto r = store_.revoke_token_family(e.device_id); !r && r.error().errno_value() != ENOENT) {
+      return fail(std::move(r.error()).wrap("token family revocation"));
+    }
+    auto issued = issue_tokens(**device, e.device_id, now);
+    if (!issued) {
+      answer = std::move(issued.error());
+      return fail_errno(ECANCELED, "tokens not issued");  // undo the revocation
+    }
+    tokens = std::move(*issued);
+    return {};
+  });
+  if (answer) return std::move(*answer);
+  if (!done) return internal("enrollment poll failed", done.error());
   json reply = std::move(*tokens);
   reply["status"] = "approved";
   reply["device_id"] = e.device_id;
@@ -444,7 +475,14 @@ Response AgentApi::vpn_ensure(const Request& request) {
   if (!device) return std::move(device.error());
   auto body = parse_bearer_body(request, kNoFields);
   if (!body) return invalid(body.error());
-  auto address = store_.ensure_device_address(device->id, config_.pool, config_.gateway_address);
+  // The address and the applied generation under one lock hold.
+  Result<IpAddress> address = fail_errno(EIO, "not read");
+  Result<std::int64_t> applied = fail_errno(EIO, "not read");
+  (void)store_.atomically([&]() -> Status {
+    address = store_.ensure_device_address(device->id, config_.pool, config_.gateway_address);
+    if (address && device->address == *address) applied = store_.applied_generation();
+    return {};
+  });
   if (!address) {
     switch (address.error().errno_value()) {
       case EPERM:
@@ -462,8 +500,7 @@ Response AgentApi::vpn_ensure(const Request& request) {
     log_info("tunnel address allocated",
              {{"device", device->id.substr(0, 8)}, {"ip", address->to_string()}});
     waiter_.wake();
-  } else if (auto applied = store_.applied_generation();
-             !applied || *applied < device->generation) {
+  } else if (!applied || *applied < device->generation) {
     waiter_.wake();  // not yet in the kernel (or unknown): make sure a pass is coming
   }
 

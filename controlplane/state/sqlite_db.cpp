@@ -135,22 +135,25 @@ std::span<const std::uint8_t> Query::blob(int col) const {
 }
 
 Result<Transaction> Transaction::begin(Db& db, std::string_view what) {
-  auto q = db.query("BEGIN IMMEDIATE", what);
+  // Inside a transaction already (Store::atomically): a savepoint, released into it on commit.
+  const bool nested = sqlite3_get_autocommit(db.get()) == 0;
+  auto q = db.query(nested ? "SAVEPOINT pcl_nested" : "BEGIN IMMEDIATE", what);
   if (!q) return fail(std::move(q.error()));
   if (auto r = q->run(); !r) return fail(std::move(r.error()));
-  return Transaction(db, what);
+  return Transaction(db, what, nested);
 }
 
 Transaction::~Transaction() {
   if (db_ == nullptr) return;
   // Best effort: if the statement that failed already rolled back, ROLLBACK fails harmlessly.
   if (sqlite3_get_autocommit(db_->get()) == 0) {
-    sqlite3_exec(db_->get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_exec(db_->get(), nested_ ? "ROLLBACK TO pcl_nested; RELEASE pcl_nested" : "ROLLBACK",
+                 nullptr, nullptr, nullptr);
   }
 }
 
 Status Transaction::commit() {
-  auto q = db_->query("COMMIT", what_);
+  auto q = db_->query(nested_ ? "RELEASE pcl_nested" : "COMMIT", what_);
   if (!q) return fail(std::move(q.error()));
   if (auto r = q->run(); !r) return fail(std::move(r.error()));
   db_ = nullptr;

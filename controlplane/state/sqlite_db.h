@@ -97,10 +97,16 @@ class Db {
 
 // BEGIN IMMEDIATE on construction (takes the write lock at once, so a transaction never fails
 // half-way on a lock upgrade); ROLLBACK in the destructor unless commit() succeeded.
+// BEGIN IMMEDIATE ... COMMIT; inside an open transaction a savepoint instead, so that a store
+// call made within SqliteStore::atomically() joins the outer transaction and its failure undoes
+// only its own part. Rolled back when destroyed uncommitted.
 class Transaction {
  public:
   static Result<Transaction> begin(Db& db, std::string_view what);
-  Transaction(Transaction&& o) noexcept : db_(o.db_), what_(std::move(o.what_)) { o.db_ = nullptr; }
+  Transaction(Transaction&& o) noexcept
+      : db_(o.db_), what_(std::move(o.what_)), nested_(o.nested_) {
+    o.db_ = nullptr;
+  }
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
   Transaction& operator=(Transaction&&) = delete;
@@ -109,9 +115,11 @@ class Transaction {
   Status commit();
 
  private:
-  Transaction(Db& db, std::string_view what) : db_(&db), what_(what) {}
+  Transaction(Db& db, std::string_view what, bool nested)
+      : db_(&db), what_(what), nested_(nested) {}
   Db* db_;
   std::string what_;
+  bool nested_;
 };
 
 }  // namespace portcullis::state

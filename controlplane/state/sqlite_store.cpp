@@ -363,6 +363,14 @@ Result<std::int64_t> SqliteStore::bump_generation_locked(const std::string& what
   return single_int(db_, "UPDATE meta SET generation = generation + 1 RETURNING generation", what);
 }
 
+Status SqliteStore::atomically(const std::function<Status()>& fn) {
+  std::lock_guard lock(mu_);
+  auto txn = Transaction::begin(db_, "one transaction");
+  if (!txn) return fail(std::move(txn.error()));
+  if (auto s = fn(); !s) return s;  // ~Transaction rolls back
+  return txn->commit();
+}
+
 Result<std::int64_t> SqliteStore::generation() {
   std::lock_guard lock(mu_);
   return single_int(db_, "SELECT generation FROM meta", "read generation");
@@ -717,14 +725,21 @@ Result<std::vector<Device>> SqliteStore::list_devices_changed_after(std::int64_t
 
 Result<std::vector<Device>> SqliteStore::list_devices_locked(
     std::optional<std::int64_t> changed_after, const std::string& what) {
-  // Both reads in one snapshot, so ports always belong to the devices listed.
-  auto txn = db_.query("BEGIN", what);
-  if (!txn) return fail(std::move(txn.error()));
-  if (auto r = txn->run(); !r) return fail(std::move(r.error()));
+  // Both reads in one snapshot, so ports always belong to the devices listed (inside
+  // atomically() the outer transaction is that snapshot).
+  const bool own_snapshot = sqlite3_get_autocommit(db_.get()) != 0;
+  if (own_snapshot) {
+    auto txn = db_.query("BEGIN", what);
+    if (!txn) return fail(std::move(txn.error()));
+    if (auto r = txn->run(); !r) return fail(std::move(r.error()));
+  }
   struct EndRead {
     Db& db;
-    ~EndRead() { sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr); }
-  } end_read{db_};
+    bool own;
+    ~EndRead() {
+      if (own) sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
+    }
+  } end_read{db_, own_snapshot};
 
   // Without a generation, `generation > -1` holds for every row.
   const std::int64_t after = changed_after.value_or(-1);

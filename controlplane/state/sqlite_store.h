@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "controlplane/state/fifo_mutex.h"
 #include "controlplane/state/operator_store.h"
 #include "controlplane/state/sqlite_db.h"
 #include "controlplane/state/store.h"
@@ -35,6 +36,7 @@ class SqliteStore final : public Store, public OperatorStore {
   // PRAGMA integrity_check plus foreign_key_check; EUCLEAN naming the first problem.
   Status check_integrity();
 
+  Status atomically(const std::function<Status()>& fn) override;
   Result<std::int64_t> generation() override;
   Result<std::int64_t> applied_generation() override;
   Status set_applied_generation(std::int64_t g) override;
@@ -95,7 +97,7 @@ class SqliteStore final : public Store, public OperatorStore {
   Result<std::int64_t> bump_generation_locked(const std::string& what);
   Status insert_operator_locked(const OperatorAccount& account, const std::string& what);
 
-  std::mutex mu_;
+  FifoMutex mu_;  // serialises every use of db_, first come first served
   Db db_;
   // Address allocation hint: every host address of `hint_pool_` below `hint_next_` is taken (or
   // is the network / gateway address). Valid because addresses are never freed: device rows are

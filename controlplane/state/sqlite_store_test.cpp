@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -189,6 +191,52 @@ TEST_F(SqliteStoreTest, AppliedGenerationRoundTrip) {
 }
 
 // ---- enrollment codes ----
+
+TEST_F(SqliteStoreTest, AtomicallyCommitsEveryCallOrNone) {
+  const std::int64_t audits = static_cast<std::int64_t>(store_->list_audit(0, 100)->size());
+  AuditEvent e{0, 1, "test", "code.create", "CODE-1", "", "local"};
+  // fn fails after two changes: neither stays.
+  Status s = store_->atomically([&]() -> Status {
+    if (auto r = store_->add_enrollment_code("CODE-1", 5000, "test"); !r) return r;
+    if (auto r = store_->audit(e); !r) return r;
+    return fail_errno(EIO, "later step");
+  });
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().errno_value(), EIO);
+  EXPECT_EQ(static_cast<std::int64_t>(store_->list_audit(0, 100)->size()), audits);
+  auto e1 = store_->add_enrollment(enrollment(1));
+  ASSERT_TRUE(e1);
+  EXPECT_FALSE(*store_->consume_enrollment_code("CODE-1", 10, e1->id)) << "rolled back";
+
+  // A store call that fails inside undoes its own part; fn decides what the whole does.
+  s = store_->atomically([&]() -> Status {
+    if (auto r = store_->add_enrollment_code("CODE-2", 5000, "test"); !r) return r;
+    EXPECT_FALSE(store_->add_enrollment_code("", 5000, "test"));  // refused: EINVAL
+    return store_->audit(e);
+  });
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(static_cast<std::int64_t>(store_->list_audit(0, 100)->size()), audits + 1);
+  EXPECT_TRUE(*store_->consume_enrollment_code("CODE-2", 10, e1->id));
+
+  // Other threads' calls wait for it to end, and see all of it or nothing.
+  std::atomic<bool> inside{false};
+  std::thread other;
+  s = store_->atomically([&]() -> Status {
+    if (auto r = store_->add_enrollment_code("CODE-3", 5000, "test"); !r) return r;
+    other = std::thread([&] {
+      // Blocks until the transaction below has committed.
+      auto e2 = store_->add_enrollment(enrollment(2));
+      EXPECT_FALSE(inside.load()) << "ran inside another thread's transaction";
+      EXPECT_TRUE(e2 && *store_->consume_enrollment_code("CODE-3", 10, e2->id));
+    });
+    inside = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    inside = false;
+    return {};
+  });
+  ASSERT_TRUE(s);
+  other.join();
+}
 
 TEST_F(SqliteStoreTest, EnrollmentCodeIsSingleUse) {
   ASSERT_TRUE(store_->add_enrollment_code("ABCD-EFGH", 5000, "operator:alice"));

@@ -27,6 +27,7 @@
 // Contexts name the operation and a short id ("revoke device 'k5vq3m7x…'") and never contain SQL.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,12 @@ class Store {
   // a transaction, and sets WAL, foreign_keys=ON and busy_timeout. The file is created 0600.
   static Result<std::unique_ptr<Store>> open(const std::string& path);
   virtual ~Store() = default;
+
+  // Runs fn as one transaction: the store calls fn makes on this thread commit together when fn
+  // succeeds, and none of them does when it fails (its error is returned). Other threads' store
+  // calls wait until it ends. Cuts the commits (and lock hand-overs) of a request that changes
+  // several things, e.g. an enrollment approved by code and its audit rows.
+  virtual Status atomically(const std::function<Status()>& fn) = 0;
 
   // Monotonic counter bumped by every committed change.
   virtual Result<std::int64_t> generation() = 0;

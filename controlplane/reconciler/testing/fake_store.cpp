@@ -23,6 +23,11 @@ std::vector<state::AuditEvent> FakeStore::audit_log() const {
   return audit_;
 }
 
+Status FakeStore::atomically(const std::function<Status()>& fn) {
+  std::lock_guard lock(mu_);
+  return fn();
+}
+
 Result<std::int64_t> FakeStore::generation() {
   std::lock_guard lock(mu_);
   return generation_;

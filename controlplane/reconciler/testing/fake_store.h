@@ -27,6 +27,9 @@ class FakeStore final : public state::Store {
   std::uint64_t set_applied_calls() const { return set_applied_calls_; }
   std::vector<state::AuditEvent> audit_log() const;
 
+  // Runs fn under the store's lock; a failure is returned but what fn changed stays (the fake
+  // models no rollback).
+  Status atomically(const std::function<Status()>& fn) override;
   Result<std::int64_t> generation() override;
   Result<std::int64_t> applied_generation() override;
   Status set_applied_generation(std::int64_t g) override;
@@ -68,7 +71,7 @@ class FakeStore final : public state::Store {
  private:
   Result<state::Device*> device(const std::string& id);
 
-  mutable std::mutex mu_;
+  mutable std::recursive_mutex mu_;
   std::int64_t generation_ = 0;
   std::int64_t applied_ = 0;
   std::uint64_t set_applied_calls_ = 0;
