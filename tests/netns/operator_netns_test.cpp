@@ -208,6 +208,18 @@ TEST_F(OperatorNetnsTest, ApproveAllowlistExplainRevoke) {
     EXPECT_TRUE(s);
   }
   EXPECT_FALSE(tcp_connect(*gw_ns_, agent_ip, 5985)) << "5985/tcp was removed from the allowlist";
+  // The ruleset for this device, as the kernel's nft set and BPF map hold it: the new allowlist,
+  // nothing missing, nothing left over.
+  r = as_operator([&] { return op.get("/api/ruleset?device=" + device_id); });
+  ASSERT_EQ(r.status, 200) << r.text;
+  std::printf("ruleset of the device: %s\n", r.body["device"].dump().c_str());
+  EXPECT_EQ(r.body["device"]["intent"], json::array({"8080/tcp", "3478/udp"})) << r.text;
+  ASSERT_EQ(r.body["device"]["layers"].size(), 2u) << r.text;
+  for (const auto& l : r.body["device"]["layers"]) {
+    EXPECT_EQ(l.value("agent_known", false), true) << l.dump();
+    EXPECT_EQ(l["allowed"], json::array({"8080/tcp", "3478/udp"})) << l.dump();
+    EXPECT_EQ(l.value("in_sync", false), true) << l.dump();
+  }
 
   // The tunnel is up for the operator (the health snapshot follows the handshake within a
   // reconcile interval), probed on its first TCP port, and listed as active.
