@@ -22,65 +22,61 @@ PacketFilterExplainer::PacketFilterExplainer(std::vector<NamedFilter> filters, E
   if (!exclusive_) exclusive_ = [](const std::function<void()>& fn) { fn(); };
 }
 
-std::vector<LayerSummary> PacketFilterExplainer::summarize() {
-  std::vector<LayerSummary> out;
+void PacketFilterExplainer::each_layer(
+    const std::function<void(const std::string& name, const filter::FilterContents* contents,
+                             std::string error)>& fn) {
   exclusive_([&] {
     for (auto& f : filters_) {
-      LayerSummary s;
-      s.name = f.name;
       auto contents = f.filter.read();
       if (contents) {
-        s.installed = true;
-        s.agents = contents->agents.size();
-        s.allowed = contents->allowed.size();
+        fn(f.name, &*contents, "");
       } else {
-        s.error = read_failure(f.name, contents.error());
+        fn(f.name, nullptr, read_failure(f.name, contents.error()));
       }
-      out.push_back(std::move(s));
     }
+  });
+}
+
+std::vector<LayerSummary> PacketFilterExplainer::summarize() {
+  std::vector<LayerSummary> out;
+  each_layer([&](const std::string& name, const filter::FilterContents* held, std::string error) {
+    LayerSummary s{name, held != nullptr, 0, 0, std::move(error)};
+    if (held) {
+      s.agents = held->agents.size();
+      s.allowed = held->allowed.size();
+    }
+    out.push_back(std::move(s));
   });
   return out;
 }
 
 std::vector<LayerLookup> PacketFilterExplainer::lookup(const filter::AllowEntry& flow) {
   std::vector<LayerLookup> out;
-  exclusive_([&] {
-    for (auto& f : filters_) {
-      LayerLookup l;
-      l.name = f.name;
-      auto contents = f.filter.read();
-      if (contents) {
-        // Both lists are sorted and unique (packet_filter.h).
-        l.allowed = std::binary_search(contents->allowed.begin(), contents->allowed.end(), flow);
-        l.agent_known = std::binary_search(contents->agents.begin(), contents->agents.end(),
-                                           filter::AgentEntry{flow.agent, {}});
-      } else {
-        l.error = read_failure(f.name, contents.error());
-      }
-      out.push_back(std::move(l));
+  each_layer([&](const std::string& name, const filter::FilterContents* held, std::string error) {
+    LayerLookup l{name, std::nullopt, std::nullopt, std::move(error)};
+    if (held) {
+      // Both lists are sorted and unique (packet_filter.h).
+      l.allowed = std::binary_search(held->allowed.begin(), held->allowed.end(), flow);
+      l.agent_known = std::binary_search(held->agents.begin(), held->agents.end(),
+                                         filter::AgentEntry{flow.agent, {}});
     }
+    out.push_back(std::move(l));
   });
   return out;
 }
 
 std::vector<LayerDevice> PacketFilterExplainer::device_entries(const IpAddress& agent) {
   std::vector<LayerDevice> out;
-  exclusive_([&] {
-    for (auto& f : filters_) {
-      LayerDevice d;
-      d.name = f.name;
-      auto contents = f.filter.read();
-      if (contents) {
-        d.agent_known = std::binary_search(contents->agents.begin(), contents->agents.end(),
-                                           filter::AgentEntry{agent, {}});
-        for (const auto& e : contents->allowed) {
-          if (e.agent == agent) d.allowed.push_back(e);
-        }
-      } else {
-        d.error = read_failure(f.name, contents.error());
+  each_layer([&](const std::string& name, const filter::FilterContents* held, std::string error) {
+    LayerDevice d{name, std::nullopt, {}, std::move(error)};
+    if (held) {
+      d.agent_known = std::binary_search(held->agents.begin(), held->agents.end(),
+                                         filter::AgentEntry{agent, {}});
+      for (const auto& e : held->allowed) {
+        if (e.agent == agent) d.allowed.push_back(e);
       }
-      out.push_back(std::move(d));
     }
+    out.push_back(std::move(d));
   });
   return out;
 }

@@ -63,6 +63,12 @@ class PacketFilterExplainer final : public FlowExplainer {
   std::vector<LayerDevice> device_entries(const IpAddress& agent) override;
 
  private:
+  // fn(layer name, what it holds or null, the short reason it could not be read) for each
+  // layer, while no reconcile pass runs.
+  void each_layer(
+      const std::function<void(const std::string& name, const filter::FilterContents* contents,
+                               std::string error)>& fn);
+
   std::vector<NamedFilter> filters_;
   Exclusive exclusive_;
 };
