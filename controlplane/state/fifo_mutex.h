@@ -51,6 +51,12 @@ class FifoMutex {
     return true;
   }
 
+  // True if the calling thread holds it (e.g. inside Store::atomically()).
+  bool held_by_this_thread() {
+    std::lock_guard guard(mu_);
+    return locked_ && owner_ == std::this_thread::get_id();
+  }
+
   void unlock() {
     std::lock_guard guard(mu_);
     if (--depth_ > 0) return;

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "controlplane/state/ids.h"
+#include "dataplane/base/log.h"
 #include "dataplane/base/unique_fd.h"
 
 namespace portcullis::state {
@@ -337,7 +338,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
   if (auto r = db.exec(sync, what); !r) return fail(std::move(r.error()));
   if (auto r = migrate(db, path); !r) return fail(std::move(r.error()));
 
-  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(db)));
+  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(db), path, options));
 }
 
 Status SqliteStore::check_integrity() {
@@ -371,14 +372,81 @@ Status SqliteStore::atomically(const std::function<Status()>& fn) {
   return txn->commit();
 }
 
+std::unique_ptr<Db> SqliteStore::take_reader() {
+  std::unique_lock lock(readers_mu_);
+  for (;;) {
+    if (readers_failed_ || options_.readers <= 0) return nullptr;
+    if (!idle_readers_.empty()) {
+      auto r = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+      return r;
+    }
+    if (open_readers_ < options_.readers) break;
+    readers_cv_.wait(lock);
+  }
+  ++open_readers_;
+  lock.unlock();
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto db = std::make_unique<Db>(SqlitePtr(raw));
+  const std::string what = "open a read connection to '" + path_ + "'";
+  Status ok = rc == SQLITE_OK ? Status{} : fail(db->error(rc, what));
+  if (ok) {
+    sqlite3_extended_result_codes(db->get(), 1);
+    sqlite3_busy_timeout(db->get(), options_.busy_timeout_ms);
+    // A small page cache each: the writer's cache holds the hot pages.
+    ok = db->exec("PRAGMA cache_size = -512", what);
+  }
+  if (!ok) {
+    log_warning("database reads stay on the writer connection", {{"error", ok.error().message()}});
+    std::lock_guard relock(readers_mu_);
+    --open_readers_;
+    readers_failed_ = true;
+    readers_cv_.notify_all();
+    return nullptr;
+  }
+  return db;
+}
+
+void SqliteStore::give_back(std::unique_ptr<Db> reader) {
+  {
+    std::lock_guard lock(readers_mu_);
+    idle_readers_.push_back(std::move(reader));
+  }
+  readers_cv_.notify_one();
+}
+
+template <class Fn>
+auto SqliteStore::read(const std::string& what, Fn&& fn) -> decltype(fn(std::declval<Db&>())) {
+  std::unique_ptr<Db> reader;
+  if (!mu_.held_by_this_thread()) reader = take_reader();
+  if (!reader) {
+    std::lock_guard lock(mu_);
+    return fn(db_);
+  }
+  struct Return {
+    SqliteStore& store;
+    std::unique_ptr<Db>& reader;
+    ~Return() { store.give_back(std::move(reader)); }
+  } give_back_at_end{*this, reader};
+  // One snapshot for every statement of fn (a device and its ports from the same commit).
+  if (auto r = reader->exec("BEGIN", what); !r) return fail(std::move(r.error()));
+  auto result = fn(*reader);
+  sqlite3_exec(reader->get(), "COMMIT", nullptr, nullptr, nullptr);
+  return result;
+}
+
 Result<std::int64_t> SqliteStore::generation() {
-  std::lock_guard lock(mu_);
-  return single_int(db_, "SELECT generation FROM meta", "read generation");
+  return read("read generation", [](Db& db) {
+    return single_int(db, "SELECT generation FROM meta", "read generation");
+  });
 }
 
 Result<std::int64_t> SqliteStore::applied_generation() {
-  std::lock_guard lock(mu_);
-  return single_int(db_, "SELECT applied_generation FROM meta", "read applied generation");
+  return read("read applied generation", [](Db& db) {
+    return single_int(db, "SELECT applied_generation FROM meta", "read applied generation");
+  });
 }
 
 Status SqliteStore::set_applied_generation(std::int64_t g) {
@@ -446,9 +514,9 @@ Result<bool> SqliteStore::consume_enrollment_code(const std::string& code, Times
 
 // ---- enrollments ----
 
-Result<std::optional<Enrollment>> SqliteStore::find_enrollment_locked(const std::string& id) {
+Result<std::optional<Enrollment>> SqliteStore::find_enrollment_on(Db& db, const std::string& id) {
   const std::string what = "find enrollment '" + short_id(id) + "'";
-  auto q = db_.query("SELECT " PCL_ENROLLMENT_COLUMNS " FROM enrollments WHERE id = ?", what);
+  auto q = db.query("SELECT " PCL_ENROLLMENT_COLUMNS " FROM enrollments WHERE id = ?", what);
   if (!q) return fail(std::move(q.error()));
   auto row = q->bind(1, id).step();
   if (!row) return fail(std::move(row.error()));
@@ -530,8 +598,7 @@ Result<Enrollment> SqliteStore::add_enrollment(const Enrollment& e) {
 }
 
 Result<std::optional<Enrollment>> SqliteStore::find_enrollment(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return find_enrollment_locked(id);
+  return read("find enrollment", [&](Db& db) { return find_enrollment_on(db, id); });
 }
 
 Result<std::vector<Enrollment>> SqliteStore::list_enrollments(
@@ -568,7 +635,7 @@ Result<Device> SqliteStore::approve_enrollment(const std::string& id, const std:
   auto txn = Transaction::begin(db_, what);
   if (!txn) return fail(std::move(txn.error()));
 
-  auto e = find_enrollment_locked(id);
+  auto e = find_enrollment_on(db_, id);
   if (!e) return fail(std::move(e.error()));
   if (!*e) return fail_errno(ENOENT, what + ": no such enrollment");
   if ((*e)->status == EnrollmentStatus::kDenied) {
@@ -576,7 +643,7 @@ Result<Device> SqliteStore::approve_enrollment(const std::string& id, const std:
   }
   if ((*e)->status == EnrollmentStatus::kApproved) {
     // Idempotent: the device it created.
-    auto d = find_device_locked((*e)->device_id);
+    auto d = find_device_on(db_, (*e)->device_id);
     if (!d) return fail(std::move(d.error()));
     if (!*d) return fail(corrupt(what, "approved enrollment without its device"));
     return std::move(**d);
@@ -653,7 +720,7 @@ Status SqliteStore::deny_enrollment(const std::string& id, const std::string& by
   const std::string what = "deny enrollment '" + short_id(id) + "'";
   auto txn = Transaction::begin(db_, what);
   if (!txn) return fail(std::move(txn.error()));
-  auto e = find_enrollment_locked(id);
+  auto e = find_enrollment_on(db_, id);
   if (!e) return fail(std::move(e.error()));
   if (!*e) return fail_errno(ENOENT, what + ": no such enrollment");
   if ((*e)->status == EnrollmentStatus::kDenied) return {};
@@ -670,9 +737,9 @@ Status SqliteStore::deny_enrollment(const std::string& id, const std::string& by
 
 // ---- devices ----
 
-Result<std::vector<PortRule>> SqliteStore::device_ports_locked(const std::string& id,
-                                                               const std::string& what) {
-  auto q = db_.query(
+Result<std::vector<PortRule>> SqliteStore::device_ports_on(Db& db, const std::string& id,
+                                                           const std::string& what) {
+  auto q = db.query(
       "SELECT protocol, port FROM device_ports WHERE device_id = ? ORDER BY protocol, port", what);
   if (!q) return fail(std::move(q.error()));
   q->bind(1, id);
@@ -688,11 +755,11 @@ Result<std::vector<PortRule>> SqliteStore::device_ports_locked(const std::string
   return out;
 }
 
-Result<std::optional<Device>> SqliteStore::find_device_locked(const std::string& id) {
+Result<std::optional<Device>> SqliteStore::find_device_on(Db& db, const std::string& id) {
   const std::string what = "find device '" + short_id(id) + "'";
   Device d;
   {
-    auto q = db_.query("SELECT " PCL_DEVICE_COLUMNS " FROM devices WHERE id = ?", what);
+    auto q = db.query("SELECT " PCL_DEVICE_COLUMNS " FROM devices WHERE id = ?", what);
     if (!q) return fail(std::move(q.error()));
     auto row = q->bind(1, id).step();
     if (!row) return fail(std::move(row.error()));
@@ -701,52 +768,35 @@ Result<std::optional<Device>> SqliteStore::find_device_locked(const std::string&
     if (!read) return fail(std::move(read.error()));
     d = std::move(*read);
   }
-  auto ports = device_ports_locked(id, what);
+  auto ports = device_ports_on(db, id, what);
   if (!ports) return fail(std::move(ports.error()));
   d.ports = std::move(*ports);
   return std::optional<Device>(std::move(d));
 }
 
 Result<std::optional<Device>> SqliteStore::find_device(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return find_device_locked(id);
+  return read("find device", [&](Db& db) { return find_device_on(db, id); });
 }
 
 Result<std::vector<Device>> SqliteStore::list_devices() {
-  std::lock_guard lock(mu_);
-  return list_devices_locked(std::nullopt, "list devices");
+  return read("list devices",
+              [&](Db& db) { return list_devices_on(db, std::nullopt, "list devices"); });
 }
 
 Result<std::vector<Device>> SqliteStore::list_devices_changed_after(std::int64_t generation) {
-  std::lock_guard lock(mu_);
-  return list_devices_locked(generation,
-                             "list devices changed after generation " + std::to_string(generation));
+  const std::string what = "list devices changed after generation " + std::to_string(generation);
+  return read(what, [&](Db& db) { return list_devices_on(db, generation, what); });
 }
 
-Result<std::vector<Device>> SqliteStore::list_devices_locked(
-    std::optional<std::int64_t> changed_after, const std::string& what) {
-  // Both reads in one snapshot, so ports always belong to the devices listed (inside
-  // atomically() the outer transaction is that snapshot).
-  const bool own_snapshot = sqlite3_get_autocommit(db_.get()) != 0;
-  if (own_snapshot) {
-    auto txn = db_.query("BEGIN", what);
-    if (!txn) return fail(std::move(txn.error()));
-    if (auto r = txn->run(); !r) return fail(std::move(r.error()));
-  }
-  struct EndRead {
-    Db& db;
-    bool own;
-    ~EndRead() {
-      if (own) sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
-    }
-  } end_read{db_, own_snapshot};
-
+Result<std::vector<Device>> SqliteStore::list_devices_on(Db& db,
+                                                         std::optional<std::int64_t> changed_after,
+                                                         const std::string& what) {
   // Without a generation, `generation > -1` holds for every row.
   const std::int64_t after = changed_after.value_or(-1);
   std::vector<Device> out;
   {
-    auto q = db_.query(
-        "SELECT " PCL_DEVICE_COLUMNS " FROM devices WHERE generation > ? ORDER BY id", what);
+    auto q = db.query("SELECT " PCL_DEVICE_COLUMNS " FROM devices WHERE generation > ? ORDER BY id",
+                      what);
     if (!q) return fail(std::move(q.error()));
     q->bind(1, after);
     for (;;) {
@@ -758,12 +808,12 @@ Result<std::vector<Device>> SqliteStore::list_devices_locked(
       out.push_back(std::move(*d));
     }
   }
-  auto q = db_.query(changed_after ? "SELECT p.device_id, p.protocol, p.port FROM device_ports p "
-                                     "JOIN devices d ON d.id = p.device_id WHERE d.generation > ? "
-                                     "ORDER BY p.device_id, p.protocol, p.port"
-                                   : "SELECT device_id, protocol, port FROM device_ports "
-                                     "ORDER BY device_id, protocol, port",
-                     what);
+  auto q = db.query(changed_after ? "SELECT p.device_id, p.protocol, p.port FROM device_ports p "
+                                    "JOIN devices d ON d.id = p.device_id WHERE d.generation > ? "
+                                    "ORDER BY p.device_id, p.protocol, p.port"
+                                  : "SELECT device_id, protocol, port FROM device_ports "
+                                    "ORDER BY device_id, protocol, port",
+                    what);
   if (!q) return fail(std::move(q.error()));
   if (changed_after) q->bind(1, after);
   // Both lists are ordered by device id: merge.
@@ -878,7 +928,7 @@ Status SqliteStore::set_device_ports(const std::string& device_id,
     if (!*row) return fail_errno(ENOENT, what + ": no such device");
     if (q->text(0) != "active") return fail_errno(EPERM, what + ": the device is revoked");
   }
-  auto current = device_ports_locked(device_id, what);
+  auto current = device_ports_on(db_, device_id, what);
   if (!current) return fail(std::move(current.error()));
   if (*current == *wanted) return {};  // unchanged: no new generation
 

@@ -3,10 +3,12 @@
 // which is what one SQLite connection needs anyway; each change is one BEGIN IMMEDIATE
 // transaction. Schema and migrations: sqlite_store.cpp (kMigrations).
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "controlplane/state/fifo_mutex.h"
 #include "controlplane/state/operator_store.h"
@@ -23,6 +25,8 @@ struct SqliteOptions {
   // deployments where a change answered to an agent must survive power loss.
   bool synchronous_full = false;
   int busy_timeout_ms = 5000;
+  // Read-only connections for lookups outside transactions (0: every read on the writer).
+  int readers = 4;
 };
 
 class SqliteStore final : public Store, public OperatorStore {
@@ -86,19 +90,38 @@ class SqliteStore final : public Store, public OperatorStore {
   Result<std::vector<AuditEvent>> list_audit_newest(std::int64_t before_id, int limit) override;
 
  private:
-  explicit SqliteStore(Db db) : db_(std::move(db)) {}
+  SqliteStore(Db db, std::string path, const SqliteOptions& options)
+      : db_(std::move(db)), path_(std::move(path)), options_(options) {}
 
-  Result<std::optional<Enrollment>> find_enrollment_locked(const std::string& id);
-  Result<std::optional<Device>> find_device_locked(const std::string& id);
+  // The *_on functions read through `db`: the writer connection (under mu_) or a reader.
+  Result<std::optional<Enrollment>> find_enrollment_on(Db& db, const std::string& id);
+  Result<std::optional<Device>> find_device_on(Db& db, const std::string& id);
   // Every device, or those changed after a generation.
-  Result<std::vector<Device>> list_devices_locked(std::optional<std::int64_t> changed_after,
-                                                  const std::string& what);
-  Result<std::vector<PortRule>> device_ports_locked(const std::string& id, const std::string& what);
+  Result<std::vector<Device>> list_devices_on(Db& db, std::optional<std::int64_t> changed_after,
+                                              const std::string& what);
+  Result<std::vector<PortRule>> device_ports_on(Db& db, const std::string& id,
+                                                const std::string& what);
+
+  // Read-only connections (WAL: they read the last commit while the writer works), so that a
+  // lookup outside a transaction does not queue behind other requests' commits. fn(db) runs in
+  // one read snapshot; on the writer connection instead when this thread holds mu_ (inside
+  // atomically(), whose uncommitted changes it must see) or when no reader could be opened.
+  template <class Fn>
+  auto read(const std::string& what, Fn&& fn) -> decltype(fn(std::declval<Db&>()));
+  std::unique_ptr<Db> take_reader();
+  void give_back(std::unique_ptr<Db> reader);
   Result<std::int64_t> bump_generation_locked(const std::string& what);
   Status insert_operator_locked(const OperatorAccount& account, const std::string& what);
 
   FifoMutex mu_;  // serialises every use of db_, first come first served
   Db db_;
+  std::string path_;
+  SqliteOptions options_;
+  std::mutex readers_mu_;
+  std::condition_variable readers_cv_;
+  std::vector<std::unique_ptr<Db>> idle_readers_;
+  int open_readers_ = 0;
+  bool readers_failed_ = false;  // could not open one: reads stay on the writer
   // Address allocation hint: every host address of `hint_pool_` below `hint_next_` is taken (or
   // is the network / gateway address). Valid because addresses are never freed: device rows are
   // never deleted, and a revoked device keeps its address.

@@ -238,6 +238,33 @@ TEST_F(SqliteStoreTest, AtomicallyCommitsEveryCallOrNone) {
   other.join();
 }
 
+TEST_F(SqliteStoreTest, ReadsOutsideATransactionSeeTheLastCommitWithoutWaiting) {
+  auto d = approved(1);
+  std::atomic<bool> checked{false};
+  std::thread reader;
+  Status s = store_->atomically([&]() -> Status {
+    if (auto r = store_->set_device_ports(d.id, {{Protocol::kTcp, 22}}); !r) return r;
+    // Inside: the writer connection, which sees the uncommitted change.
+    auto inside = store_->find_device(d.id);
+    EXPECT_EQ((*inside)->ports, (std::vector<PortRule>{{Protocol::kTcp, 22}}));
+    // Another thread reads at once (a read connection), the last committed version.
+    reader = std::thread([&] {
+      auto seen = store_->find_device(d.id);
+      ASSERT_TRUE(seen && *seen);
+      EXPECT_EQ((*seen)->ports, kDefaultPorts);
+      checked = true;
+    });
+    for (int i = 0; i < 200 && !checked; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(checked.load()) << "the read waited for the transaction";
+    return {};
+  });
+  ASSERT_TRUE(s);
+  reader.join();
+  EXPECT_EQ((*store_->find_device(d.id))->ports, (std::vector<PortRule>{{Protocol::kTcp, 22}}));
+}
+
 TEST_F(SqliteStoreTest, EnrollmentCodeIsSingleUse) {
   ASSERT_TRUE(store_->add_enrollment_code("ABCD-EFGH", 5000, "operator:alice"));
   auto e1 = store_->add_enrollment(enrollment(1));
