@@ -9,8 +9,6 @@
 namespace portcullis::state {
 namespace {
 
-constexpr int kMaxAuditPage = 1000;
-
 std::span<const std::uint8_t> bytes_of(const KeyBytes& k) { return {k.data(), k.size()}; }
 
 Result<Role> role_column(const Query& q, int col, const std::string& what) {
@@ -196,33 +194,11 @@ Status SqliteStore::delete_session(const KeyBytes& token_hash) {
 
 Result<std::vector<AuditEvent>> SqliteStore::list_audit_newest(std::int64_t before_id, int limit) {
   std::lock_guard lock(mu_);
-  const std::string what = "list audit events, newest first";
-  if (limit < 1 || limit > kMaxAuditPage) {
-    return fail_invalid(what + ": limit must be from 1 to " + std::to_string(kMaxAuditPage));
-  }
   if (before_id <= 0) before_id = INT64_MAX;
-  auto q = db_.query(
+  return audit_page_locked(
       "SELECT id, at, actor, action, target, detail, source FROM audit WHERE id < ? "
       "ORDER BY id DESC LIMIT ?",
-      what);
-  if (!q) return fail(std::move(q.error()));
-  q->bind(1, before_id).bind(2, std::int64_t{limit});
-  std::vector<AuditEvent> out;
-  for (;;) {
-    auto row = q->step();
-    if (!row) return fail(std::move(row.error()));
-    if (!*row) break;
-    AuditEvent e;
-    e.id = q->int64(0);
-    e.at = q->int64(1);
-    e.actor = q->text(2);
-    e.action = q->text(3);
-    e.target = q->text(4);
-    e.detail = q->text(5);
-    e.source = q->text(6);
-    out.push_back(std::move(e));
-  }
-  return out;
+      before_id, limit, "list audit events, newest first");
 }
 
 }  // namespace portcullis::state

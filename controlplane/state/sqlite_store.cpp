@@ -1122,16 +1122,21 @@ Status SqliteStore::audit(const AuditEvent& e) {
 
 Result<std::vector<AuditEvent>> SqliteStore::list_audit(std::int64_t after_id, int limit) {
   std::lock_guard lock(mu_);
-  const std::string what = "list audit events";
+  return audit_page_locked(
+      "SELECT id, at, actor, action, target, detail, source FROM audit WHERE id > ? "
+      "ORDER BY id LIMIT ?",
+      after_id, limit, "list audit events");
+}
+
+Result<std::vector<AuditEvent>> SqliteStore::audit_page_locked(const char* sql,
+                                                               std::int64_t bound_id, int limit,
+                                                               const std::string& what) {
   if (limit < 1 || limit > kMaxAuditPage) {
     return fail_invalid(what + ": limit must be from 1 to " + std::to_string(kMaxAuditPage));
   }
-  auto q = db_.query(
-      "SELECT id, at, actor, action, target, detail, source FROM audit WHERE id > ? "
-      "ORDER BY id LIMIT ?",
-      what);
+  auto q = db_.query(sql, what);
   if (!q) return fail(std::move(q.error()));
-  q->bind(1, after_id).bind(2, std::int64_t{limit});
+  q->bind(1, bound_id).bind(2, std::int64_t{limit});
   std::vector<AuditEvent> out;
   for (;;) {
     auto row = q->step();

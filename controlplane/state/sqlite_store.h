@@ -111,6 +111,10 @@ class SqliteStore final : public Store, public OperatorStore {
   std::unique_ptr<Db> take_reader();
   void give_back(std::unique_ptr<Db> reader);
   Result<std::int64_t> bump_generation_locked(const std::string& what);
+  // One page of audit events: sql selects the audit columns in order, with `?` for bound_id
+  // and for the limit (1..kMaxAuditPage).
+  Result<std::vector<AuditEvent>> audit_page_locked(const char* sql, std::int64_t bound_id,
+                                                    int limit, const std::string& what);
   Status insert_operator_locked(const OperatorAccount& account, const std::string& what);
 
   FifoMutex mu_;  // serialises every use of db_, first come first served
