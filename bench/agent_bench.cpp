@@ -38,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/child_process.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
 
@@ -106,32 +107,14 @@ std::vector<std::pair<long long, std::string>> rss_by_mapping(pid_t pid) {
 
 pid_t start_agent(const std::string& netns_path, const std::string& config,
                   const std::string& log) {
-  const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  const int ns_fd = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-  std::string binary = PORTCULLIS_AGENT_BINARY, flag = "--config", cfg = config;
-  std::vector<char*> argv = {binary.data(), flag.data(), cfg.data(), nullptr};
-  std::string path_env = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  std::vector<char*> envp = {path_env.data(), nullptr};
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setns(ns_fd, CLONE_NEWNET) != 0) ::_exit(126);
-    if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(126);
-    ::execve(binary.c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
-  ::close(ns_fd);
-  return pid;
-}
-
-void stop_process(pid_t pid) {
-  if (pid <= 0) return;
-  ::kill(pid, SIGTERM);
-  for (int i = 0; i < 50 && ::waitpid(pid, nullptr, WNOHANG) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+  auto pid = testing::spawn_child({.binary = PORTCULLIS_AGENT_BINARY,
+                                   .args = {"--config", config},
+                                   .env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+                                   .netns_path = netns_path,
+                                   .log_path = log});
+  if (!pid)
+    std::fprintf(stderr, "agent_bench: start the agent: %s\n", pid.error().message().c_str());
+  return pid.value_or(-1);
 }
 
 int run(int argc, char** argv) {
@@ -301,7 +284,7 @@ int run(int argc, char** argv) {
       std::printf("  tunnel still up after idle    %s\n", still_up ? "yes" : "NO");
       rc = still_up ? 0 : 1;
     } while (false);
-    stop_process(agent);
+    testing::stop_child(agent, std::chrono::seconds(5));
     daemon.kill9();
     ns.kill_all();
     gw.kill_all();

@@ -50,6 +50,7 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/base/unique_fd.h"
+#include "tests/support/child_process.h"
 #include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
@@ -131,23 +132,13 @@ class AgentProcess {
   void write_config(const std::string& text) { std::ofstream(config_path()) << text; }
 
   bool start() {
-    int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int ns_fd = ::open(netns_.c_str(), O_RDONLY | O_CLOEXEC);
-    std::string binary = PORTCULLIS_AGENT_BINARY, flag = "--config", config = config_path();
-    std::vector<char*> argv = {binary.data(), flag.data(), config.data(), nullptr};
-    std::string path_env = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-    std::vector<char*> envp = {path_env.data(), nullptr};
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::setns(ns_fd, CLONE_NEWNET) != 0) ::_exit(126);
-      if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(126);
-      ::execve(binary.c_str(), argv.data(), envp.data());
-      ::_exit(127);
-    }
-    ::close(log_fd);
-    ::close(ns_fd);
-    pid_ = pid;
-    return pid > 0;
+    auto pid = testing::spawn_child({.binary = PORTCULLIS_AGENT_BINARY,
+                                     .args = {"--config", config_path()},
+                                     .env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+                                     .netns_path = netns_,
+                                     .log_path = log_path()});
+    pid_ = pid.value_or(-1);
+    return pid.has_value();
   }
 
   pid_t pid() const { return pid_; }
@@ -163,13 +154,7 @@ class AgentProcess {
   }
 
   void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 50 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
+    testing::stop_child(pid_, std::chrono::seconds(5));
     pid_ = -1;
   }
 

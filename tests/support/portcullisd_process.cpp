@@ -1,5 +1,6 @@
 #include "tests/support/portcullisd_process.h"
 
+#include "tests/support/child_process.h"
 #include "tests/support/netns.h"
 
 #include <fcntl.h>
@@ -91,49 +92,27 @@ std::string PortcullisdProcess::start(std::chrono::milliseconds timeout) {
   std::filesystem::create_directories(options_.state_dir, ec);
   if (ec) return "create " + options_.state_dir + ": " + ec.message();
 
-  // Everything the child needs is prepared before fork(): after it only async-signal-safe calls.
-  std::vector<std::string> env_strings;
+  std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view v(*e);
     if (v.starts_with("PORTCULLIS_") || v.starts_with("NOTIFY_SOCKET=") ||
         v.starts_with("JOURNAL_STREAM=")) {
       continue;
     }
-    env_strings.emplace_back(v);
+    env.emplace_back(v);
   }
-  for (const auto& [k, v] : options_.env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string binary = options_.binary, config_flag = "--config", config = "/dev/null";
-  std::vector<char*> argv = {binary.data(), config_flag.data(), config.data(), nullptr};
+  for (const auto& [k, v] : options_.env) env.push_back(k + "=" + v);
 
-  int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (log_fd < 0) return "open " + log_path_ + ": " + std::strerror(errno);
-  int ns_fd = -1;
-  if (!options_.netns_path.empty()) {
-    ns_fd = ::open(options_.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns_fd < 0) {
-      ::close(log_fd);
-      return "open " + options_.netns_path + ": " + std::strerror(errno);
-    }
-  }
   log_offset_ = file_size(log_path_);
   const auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (ns_fd >= 0 && ::setns(ns_fd, CLONE_NEWNET) != 0) ::_exit(126);
-    if (::chdir(options_.state_dir.c_str()) != 0) ::_exit(126);
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || ::dup2(null_fd, 0) < 0) ::_exit(126);
-    if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(126);
-    ::execve(binary.c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
-  if (ns_fd >= 0) ::close(ns_fd);
-  if (pid < 0) return std::string("fork: ") + std::strerror(errno);
-  pid_ = pid;
+  auto pid = spawn_child({.binary = options_.binary,
+                          .args = {"--config", "/dev/null"},
+                          .env = std::move(env),
+                          .netns_path = options_.netns_path,
+                          .log_path = log_path_,
+                          .cwd = options_.state_dir});
+  if (!pid) return pid.error().message();
+  pid_ = *pid;
 
   const auto deadline = t0 + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -157,19 +136,9 @@ std::string PortcullisdProcess::start(std::chrono::milliseconds timeout) {
 
 int PortcullisdProcess::stop(std::chrono::milliseconds timeout) {
   if (!running()) return -1;
-  ::kill(pid_, SIGTERM);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int status = 0;
-  while (::waitpid(pid_, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const int code = stop_child(pid_, timeout);
   pid_ = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return code;
 }
 
 void PortcullisdProcess::kill9() {
