@@ -14,16 +14,6 @@ bool is_nonce(std::string_view s) {
          });
 }
 
-bool has_float(const json& v) {
-  if (v.is_number_float()) return true;
-  if (v.is_structured()) {
-    for (const auto& item : v) {
-      if (has_float(item)) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 const char* proof_failure_name(ProofFailure f) {

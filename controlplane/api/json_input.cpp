@@ -38,16 +38,6 @@ int nesting_depth(std::string_view text, int limit) {
   return deepest;
 }
 
-bool has_float(const json& v) {
-  if (v.is_number_float()) return true;
-  if (v.is_structured()) {
-    for (const auto& item : v) {
-      if (has_float(item)) return true;
-    }
-  }
-  return false;
-}
-
 const char* type_name(FieldType t) {
   switch (t) {
     case FieldType::kString:
@@ -166,6 +156,16 @@ Checked<json> parse_object(std::string_view body, std::span<const FieldRule> rul
   if (value.is_discarded()) return bad("", "the body is not valid JSON");
   if (auto ok = check_object(value, rules); !ok) return tl::unexpected(std::move(ok.error()));
   return value;
+}
+
+bool has_float(const json& v) {
+  if (v.is_number_float()) return true;
+  if (v.is_structured()) {
+    for (const auto& item : v) {
+      if (has_float(item)) return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace portcullis::api

@@ -62,6 +62,9 @@ Checked<void> check_object(const nlohmann::json& value, std::span<const FieldRul
 // Reads an integer field checked by check_object (nlohmann keeps non-negative values unsigned).
 std::int64_t get_int(const nlohmann::json& object, std::string_view name);
 
+// True if `v` holds a floating-point number anywhere (refused: their text form is not canonical).
+bool has_float(const nlohmann::json& v);
+
 // The JSON text of `value`, or an InputError for strings that are not valid UTF-8.
 Checked<std::string> dump_json(const nlohmann::json& value);
 
