@@ -478,11 +478,12 @@ Response AgentApi::vpn_ensure(const Request& request) {
   // The address and the applied generation under one lock hold.
   Result<IpAddress> address = fail_errno(EIO, "not read");
   Result<std::int64_t> applied = fail_errno(EIO, "not read");
-  (void)store_.atomically([&]() -> Status {
+  Status held = store_.atomically([&]() -> Status {
     address = store_.ensure_device_address(device->id, config_.pool, config_.gateway_address);
     if (address && device->address == *address) applied = store_.applied_generation();
     return {};
   });
+  if (!held) address = fail(std::move(held.error()));  // the transaction itself failed
   if (!address) {
     switch (address.error().errno_value()) {
       case EPERM:
