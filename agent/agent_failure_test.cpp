@@ -7,6 +7,8 @@
 //   gateway down        -> clear error, retries 1 s, 2 s, 4 s ... apart, enrolls once it is up
 //   ensure: 500, malformed JSON, bad signature, expired document, another device's document
 //                       -> the document is refused, nothing is configured, ensure is retried
+//   another certificate's pin -> "does not match the pinned fingerprint", retried, the gateway
+//                       never sees a request
 //   access token about to expire (injected clock) -> refreshed once, before expiry; the new
 //                       token is used from then on
 
@@ -124,6 +126,29 @@ TEST_F(AgentFailureTest, RefusedEnsureAnswersConfigureNothingAndAreRetried) {
     // No vpn/ready for a tunnel that was never configured.
     EXPECT_EQ(g.calls("/api/agent/vpn/ready", cases[i].host), 0);
   }
+}
+
+TEST_F(AgentFailureTest, GatewayWithAnotherCertificateIsRefusedBeforeAnyRequest) {
+  ScriptedGateway g(dir_ / "gw", clock_);
+  ASSERT_TRUE(g.ok()) << g.error();
+  // The pin of another gateway's identity.
+  std::string other_pin;
+  {
+    ScriptedGateway other(dir_ / "other", clock_);
+    ASSERT_TRUE(other.ok()) << other.error();
+    other_pin = other.pin();
+  }
+  ASSERT_NE(other_pin, g.pin());
+  RunningAgent a(dir_, "wrongpin", g.url(), other_pin, clock_);
+  EXPECT_TRUE(wait_for([&] { return a.status().errors >= 2; }, std::chrono::seconds(8)))
+      << "the refused gateway was not retried";
+  a.stop();
+  const auto s = a.status();
+  EXPECT_NE(s.last_error.find("does not match the pinned fingerprint"), std::string::npos)
+      << s.last_error;
+  EXPECT_NE(s.last_error.find(other_pin), std::string::npos) << s.last_error;
+  EXPECT_FALSE(s.enrolled);
+  EXPECT_EQ(g.calls("/api/agent/enroll/request", "wrongpin"), 0);
 }
 
 TEST_F(AgentFailureTest, RefreshesTheAccessTokenBeforeItExpires) {

@@ -137,14 +137,15 @@ std::string pin_text(const Pin& pin, const Digest& d) {
   return pin.certificate ? hex_colon(d) : std::string(kPublicKeyPinPrefix) + encode_key_base64(d);
 }
 
-// The first queued OpenSSL error as text (and the queue cleared), or `otherwise`.
+// The first queued OpenSSL error (the queue is cleared), or `otherwise`. OpenSSL's error strings
+// are not loaded (client_context()): the code is given with the command that names it.
 std::string tls_error_text(const std::string& otherwise) {
   const unsigned long e = ERR_get_error();
   ERR_clear_error();
   if (e == 0) return otherwise;
-  char text[256];
-  ERR_error_string_n(e, text, sizeof text);
-  return text;
+  char code[24];
+  std::snprintf(code, sizeof code, "%08lX", e);
+  return std::string("OpenSSL error ") + code + " (`openssl errstr " + code + "` names it)";
 }
 
 struct SslCtxFree {
@@ -163,8 +164,11 @@ struct AddrinfoFree {
 // resumption (every handshake carries the certificate that is pinned).
 SSL_CTX* client_context() {
   static const std::unique_ptr<SSL_CTX, SslCtxFree> ctx = [] {
-    // No openssl.cnf: the agent needs none, and reading it loads more of libcrypto.
-    OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
+    // No openssl.cnf: the agent needs none. No error strings: they cost 0.4 MiB of RSS
+    // (bench/README.md, agent_bench); tls_error_text() gives the code to look up instead.
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_LOAD_SSL_STRINGS |
+                         OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS,
+                     nullptr);
     std::unique_ptr<SSL_CTX, SslCtxFree> c(SSL_CTX_new(TLS_client_method()));
     if (!c || SSL_CTX_set_min_proto_version(c.get(), TLS1_2_VERSION) != 1) return decltype(c)();
     SSL_CTX_set_verify(c.get(), SSL_VERIFY_NONE, nullptr);

@@ -105,8 +105,9 @@ class RawTlsServer {
  public:
   using Script = std::function<void(int, ServerConnection&)>;
 
-  RawTlsServer(const fs::path& dir, Script script, bool tls = true)
-      : script_(std::move(script)), tls_(tls) {
+  // tls false: a TCP listener that never starts TLS; it sends `plain` (if any) and waits.
+  RawTlsServer(const fs::path& dir, Script script, bool tls = true, std::string plain = "")
+      : script_(std::move(script)), tls_(tls), plain_(std::move(plain)) {
     auto id = http::ensure_tls_identity(dir / "raw-cert.pem", dir / "raw-key.pem");
     if (!id) {
       ADD_FAILURE() << id.error().message();
@@ -167,7 +168,7 @@ class RawTlsServer {
       timeval tv{5, 0};
       ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       if (!tls_) {
-        // A TCP listener that never starts TLS.
+        if (!plain_.empty()) ::send(fd.get(), plain_.data(), plain_.size(), MSG_NOSIGNAL);
         while (!stop_) std::this_thread::sleep_for(milliseconds(20));
         continue;
       }
@@ -184,6 +185,7 @@ class RawTlsServer {
 
   Script script_;
   bool tls_;
+  std::string plain_;
   http::TlsIdentity identity_;
   std::unique_ptr<SSL_CTX, CtxFree> ctx_;
   UniqueFd listener_;
@@ -372,6 +374,20 @@ TEST_F(GatewayClientTest, GatewayThatNeverStartsTlsTimesOutWithinTheConnectTimeo
   EXPECT_NE(r.error().message().find("TLS handshake"), std::string::npos) << r.error().message();
   EXPECT_GE(took, milliseconds(350));
   EXPECT_LT(took, milliseconds(1500));
+}
+
+TEST_F(GatewayClientTest, PlainHttpGatewayIsATlsFailure) {
+  RawTlsServer s(dir_, nullptr, /*tls=*/false, "HTTP/1.1 400 Bad Request\r\n\r\n");
+  GatewayClient client(options(s.url(), s.spki_pin()));
+  auto r = client.post("/x", nlohmann::json::object());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().errno_value(), EPROTO) << r.error().message();
+  // "TLS handshake with the gateway at ... failed: OpenSSL error 0A00010B (`openssl errstr
+  // 0A00010B` names it)"
+  EXPECT_NE(r.error().message().find("TLS handshake with the gateway at " + s.url()),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("`openssl errstr "), std::string::npos) << r.error().message();
 }
 
 TEST_F(GatewayClientTest, KeptAliveConnectionClosedBetweenRequestsIsReplaced) {

@@ -13,7 +13,8 @@
 //   (b) idle with a live tunnel: after a 5 s settle, utime+stime of the agent (and of its
 //       wireguard-go with the userspace backend) from /proc/<pid>/stat over --idle-seconds,
 //       VmRSS and VmHWM from /proc/<pid>/status (goal: agent <= 10 MiB RSS, ~0 CPU); --smaps
-//       adds the agent's Rss by mapping (/proc/<pid>/smaps), largest first
+//       adds the number of shared libraries mapped and the agent's Rss by mapping
+//       (/proc/<pid>/smaps), largest first
 // Run a Release build as root on a quiet machine (the agent's defaults: heartbeat every 60 s,
 // ensure every 300 s; the idle window sees one or two heartbeats).
 
@@ -271,9 +272,14 @@ int run(int argc, char** argv) {
                     static_cast<double>(pss_file) / 1024.0);
       }
       if (smaps) {
-        auto top = rss_by_mapping(agent);
-        if (top.size() > 12) top.resize(12);
-        for (const auto& [k, name] : top) std::printf("    %6lld KiB  %s\n", k, name.c_str());
+        const auto all = rss_by_mapping(agent);
+        const auto libraries = std::count_if(all.begin(), all.end(), [](const auto& m) {
+          return m.second.find(".so") != std::string::npos;
+        });
+        std::printf("  agent shared libraries mapped %8ld\n", static_cast<long>(libraries));
+        for (const auto& [k, name] : all) {
+          if (k > 0) std::printf("    %6lld KiB  %s\n", k, name.c_str());
+        }
       }
       if (wg_go > 0) {
         std::printf("  wireguard-go idle CPU         %8.0f ms\n",
