@@ -81,21 +81,16 @@ std::string AgentStatus::to_prometheus() const {
   return s.str();
 }
 
-Agent::Agent(AgentConfig config, AgentIdentity identity, SecretKey wg_private_key,
-             link::Links& links, StatusBoard& board, UnixClock clock)
+Agent::Agent(AgentConfig config, AgentIdentity identity, const Key& wg_public_key, Tunnel& tunnel,
+             StatusBoard& board, UnixClock clock)
     : config_(std::move(config)),
       identity_(std::move(identity)),
       hostname_(config_.hostname.empty() ? local_hostname() : config_.hostname),
-      wg_public_key_(wg_private_key.public_key().to_base64()),
-      links_(links),
+      wg_public_key_(wg_public_key.to_base64()),
       board_(board),
       clock_(std::move(clock)),
       client_({.base_url = config_.gateway_url, .pin = config_.gateway_pin}),
-      tunnel_({.ifname = config_.interface,
-               .backend = config_.backend,
-               .wireguard_go = config_.wireguard_go,
-               .mtu = static_cast<std::uint32_t>(config_.mtu)},
-              wg_private_key, links_) {}
+      tunnel_(tunnel) {}
 
 std::int64_t Agent::jitter(std::int64_t ms, int percent) {
   const std::int64_t span = ms * percent / 100;

@@ -27,7 +27,7 @@
 #include "agent/agent_protocol.h"
 #include "agent/gateway_client.h"
 #include "agent/identity.h"
-#include "agent/tunnel_controller.h"
+#include "agent/tunnel.h"
 
 namespace portcullis::agent {
 
@@ -72,7 +72,9 @@ class StatusBoard {
 
 class Agent {
  public:
-  Agent(AgentConfig config, AgentIdentity identity, SecretKey wg_private_key, link::Links& links,
+  // `tunnel`: a TunnelController, or in portcullis-agent the TunnelClient that asks the tunnel
+  // keeper process (the agent itself holds no capability and not the WireGuard private key).
+  Agent(AgentConfig config, AgentIdentity identity, const Key& wg_public_key, Tunnel& tunnel,
         StatusBoard& board, UnixClock clock);
 
   // Runs until `stop` becomes true. Returns the process exit status.
@@ -105,11 +107,10 @@ class Agent {
   AgentIdentity identity_;
   std::string hostname_;
   std::string wg_public_key_;
-  link::Links& links_;
   StatusBoard& board_;
   UnixClock clock_;
   GatewayClient client_;
-  TunnelController tunnel_;
+  Tunnel& tunnel_;
   EnrollmentState state_;
   std::optional<TunnelDocument> document_;  // last applied
   std::int64_t last_ensure_ = 0;

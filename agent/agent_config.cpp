@@ -78,6 +78,20 @@ std::optional<std::string> check_pin(const std::string& s) {
   return std::nullopt;
 }
 
+// A user name as useradd and systemd-sysusers accept it: [a-z_][a-z0-9_-]*, at most 32.
+std::optional<std::string> check_user(const std::string& s) {
+  const std::string why = in_quotes(s) + " is not a user name (e.g. \"portcullis-agent\")";
+  if (s.empty() || s.size() > 32) return why;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
+    const bool ok =
+        (ch >= 'a' && ch <= 'z') || ch == '_' || (i > 0 && ((ch >= '0' && ch <= '9') || ch == '-'));
+    if (!ok) return why;
+  }
+  if (s == "root") return "must not be root: the worker is the part that does not need it";
+  return std::nullopt;
+}
+
 const std::vector<Field>& fields() {
   using C = AgentConfig;
   using R = std::optional<std::string>;
@@ -130,6 +144,12 @@ const std::vector<Field>& fields() {
                    [](C& c, const std::string& s) -> R {
                      if (s.empty()) return "must not be empty";
                      c.state_dir = s;
+                     return std::nullopt;
+                   }),
+      string_field("user",
+                   [](C& c, const std::string& s) -> R {
+                     if (auto why = check_user(s)) return why;
+                     c.user = s;
                      return std::nullopt;
                    }),
       int_field("health_port", 0, 65535, &C::health_port),
@@ -317,6 +337,7 @@ std::string describe(const AgentConfig& c) {
     << "backend = \"" << wg::backend_name(c.backend) << "\"\n"
     << "wireguard_go = \"" << c.wireguard_go << "\"\n"
     << "state_dir = \"" << c.state_dir << "\"\n"
+    << "user = \"" << c.user << "\"\n"
     << "health_port = " << c.health_port << "\n"
     << "ensure_interval_s = " << c.ensure_interval_s << "\n"
     << "heartbeat_interval_s = " << c.heartbeat_interval_s << "\n"

@@ -17,6 +17,8 @@
 //   backend = "auto"              # auto | kernel | userspace (wireguard-go)
 //   wireguard_go = "wireguard-go" # the userspace implementation (path or name in PATH)
 //   state_dir = "/var/lib/portcullis-agent"
+//   user = "portcullis-agent"     # the worker runs as this user after the split (privileges.h);
+//                                 # missing: "nobody", with a warning. Never root.
 //   health_port = 9273            # GET /healthz, /metrics on 127.0.0.1; 0 = off
 //   ensure_interval_s = 300       # periodic re-ensure (±10 % jitter)
 //   heartbeat_interval_s = 60
@@ -52,6 +54,7 @@ struct AgentConfig {
   wg::Backend backend = wg::Backend::kAuto;
   std::string wireguard_go = "wireguard-go";
   std::string state_dir = "/var/lib/portcullis-agent";
+  std::string user = "portcullis-agent";
   int health_port = 9273;
   int ensure_interval_s = 300;
   int heartbeat_interval_s = 60;

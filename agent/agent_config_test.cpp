@@ -56,6 +56,7 @@ TEST_F(AgentConfigTest, DefaultsWithTheRequiredKeys) {
   EXPECT_EQ(c->mtu, 1420);
   EXPECT_EQ(c->backend, wg::Backend::kAuto);
   EXPECT_EQ(c->state_dir, "/var/lib/portcullis-agent");
+  EXPECT_EQ(c->user, "portcullis-agent");
   EXPECT_EQ(c->health_port, 9273);
   EXPECT_EQ(c->ensure_interval_s, 300);
   EXPECT_EQ(c->handshake_max_age_s, 180);
@@ -67,8 +68,9 @@ TEST_F(AgentConfigTest, EveryKeyFromTheFile) {
                 "mtu = 1380\nbackend = \"userspace\"\nwireguard_go = \"/usr/bin/wireguard-go\"\n"
                 "state_dir = \"state\"\nhealth_port = 0\nensure_interval_s = 10\n"
                 "heartbeat_interval_s = 2\npoll_max_interval_s = 3\nhandshake_max_age_s = 60\n"
-                "log_level = \"debug\"\n");
+                "log_level = \"debug\"\nuser = \"pcl_agent2\"\n");
   ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->user, "pcl_agent2");
   EXPECT_EQ(c->enrollment_code, "abc");
   EXPECT_EQ(c->hostname, "ws1");
   EXPECT_EQ(c->interface, "pcl-a");
@@ -87,9 +89,11 @@ TEST_F(AgentConfigTest, EveryKeyFromTheFile) {
 TEST_F(AgentConfigTest, EnvironmentOverridesTheFile) {
   auto c = load(base() + "mtu = 1380\n", {{"PORTCULLIS_AGENT_MTU", "1300"},
                                           {"PORTCULLIS_AGENT_INTERFACE", "pcl9"},
+                                          {"PORTCULLIS_AGENT_USER", "nobody"},
                                           {"PORTCULLIS_OTHER", "ignored"}});
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_EQ(c->mtu, 1300);
+  EXPECT_EQ(c->user, "nobody");
   EXPECT_EQ(c->interface, "pcl9");
 }
 
@@ -138,6 +142,13 @@ TEST_F(AgentConfigTest, Rejections) {
       {base() + "state_dir = \"\"\n", {}, "state_dir: must not be empty"},
       {base() + "wireguard_go = \"\"\n", {}, "wireguard_go: must not be empty"},
       {base() + "log_level = \"loud\"\n", {}, "log_level: expected one of"},
+      {base() + "user = \"root\"\n", {}, "user: must not be root"},
+      {base() + "user = \"\"\n", {}, "user: '' is not a user name"},
+      {base() + "user = \"Agent\"\n", {}, "user: 'Agent' is not a user name"},
+      {base() + "user = \"-x\"\n", {}, "is not a user name"},
+      {base() + "user = \"" + std::string(33, 'a') + "\"\n", {}, "is not a user name"},
+      {base() + "user = 7\n", {}, "user: expected a string (line 3)"},
+      {base(), {{"PORTCULLIS_AGENT_USER", "a b"}}, "(PORTCULLIS_AGENT_USER)"},
       {base() + "enrollment_code = \"" + std::string(200, 'x') + "\"\n", {}, "enrollment_code:"},
       {base() + "unknown = 1\n", {}, "unknown: unknown key (line 3)"},
       {base() + "[gateway]\nurl = \"x\"\n", {}, "[gateway]: unknown section"},
@@ -178,6 +189,7 @@ TEST_F(AgentConfigTest, DescribeHidesTheEnrollmentCode) {
   const std::string text = describe(*c);
   EXPECT_EQ(text.find("s3cret"), std::string::npos);
   EXPECT_NE(text.find("enrollment_code = (set)"), std::string::npos);
+  EXPECT_NE(text.find("user = \"portcullis-agent\"\n"), std::string::npos);
 }
 
 }  // namespace

@@ -1,10 +1,15 @@
 #include "agent/privileges.h"
 
 #include <linux/capability.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -55,6 +60,109 @@ TEST(PrivilegesTest, KeepsOnlyNetAdminAndExecGetsNoMore) {
   auto after = read_capabilities();
   ASSERT_TRUE(after);
   EXPECT_EQ(after->effective, before->effective);
+}
+
+// "Key:\tvalue" lines of /proc/<pid>/status.
+std::map<std::string, std::string> proc_status(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::map<std::string, std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    out[line.substr(0, colon)] = value;
+  }
+  return out;
+}
+
+// The worker's drop, checked from outside: the child drops, tells the parent, and waits; the
+// parent reads the child's /proc/<pid>/status.
+TEST(PrivilegesTest, WorkerDropsToTheUserWithNothingLeft) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a uid to leave)";
+  bool fell_back = false;
+  auto user = find_user("portcullis-agent-does-not-exist", &fell_back);
+  ASSERT_TRUE(user) << user.error().message();
+  EXPECT_TRUE(fell_back);
+  EXPECT_EQ(user->name, "nobody");
+  ASSERT_NE(user->uid, 0u);
+  int ready[2], done[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    ::close(done[1]);
+    const char code = drop_to_user(*user) ? 'y' : 'n';
+    (void)!::write(ready[1], &code, 1);
+    char c;
+    (void)!::read(done[0], &c, 1);
+    // Once dropped, nothing brings root back.
+    ::_exit(::setuid(0) == 0 || ::setgid(0) == 0 ? 3 : 0);
+  }
+  ::close(ready[1]);
+  ::close(done[0]);
+  char code = 0;
+  ASSERT_EQ(::read(ready[0], &code, 1), 1);
+  auto status = proc_status(pid);
+  const char go = 'x';
+  (void)!::write(done[1], &go, 1);
+  ::close(ready[0]);
+  ::close(done[1]);
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  EXPECT_EQ(code, 'y') << "drop_to_user failed in the child";
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << "setuid(0) worked again";
+  const std::string uid = std::to_string(user->uid), gid = std::to_string(user->gid);
+  EXPECT_EQ(status["Uid"], uid + "\t" + uid + "\t" + uid + "\t" + uid);
+  EXPECT_EQ(status["Gid"], gid + "\t" + gid + "\t" + gid + "\t" + gid);
+  EXPECT_EQ(status["Groups"], "");
+  EXPECT_EQ(status["CapEff"], "0000000000000000");
+  EXPECT_EQ(status["CapPrm"], "0000000000000000");
+  EXPECT_EQ(status["CapInh"], "0000000000000000");
+  EXPECT_EQ(status["CapBnd"], "0000000000000000");
+  EXPECT_EQ(status["CapAmb"], "0000000000000000");
+  EXPECT_EQ(status["NoNewPrivs"], "1");
+}
+
+TEST(PrivilegesTest, RefusesRoot) {
+  bool fell_back = false;
+  auto root = find_user("root", &fell_back);
+  ASSERT_FALSE(root);
+  EXPECT_EQ(root.error().errno_value(), EINVAL);
+  EXPECT_FALSE(drop_to_user({"root", 0, 0}));
+}
+
+// The state directory goes to the worker's user and back; the key files stay root's.
+TEST(PrivilegesTest, StateDirectoryHandedOverAndTakenBack) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/pcl-privsep-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const fs::path dir = fs::path(tmpl) / "state";
+  fs::create_directories(dir);
+  for (const char* name : {"identity.key", "wireguard.key", "enrollment.sealed"}) {
+    std::ofstream(dir / name) << "x";
+  }
+  fs::create_symlink("/etc/passwd", dir / "link");
+  auto owner = [&](const fs::path& p) {
+    struct stat st {};
+    ::lstat(p.c_str(), &st);
+    return std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid);
+  };
+  ASSERT_TRUE(give_state_dir(dir.string(), 65534, 65534, {"identity.key", "wireguard.key"}));
+  EXPECT_EQ(owner(dir), "65534:65534");
+  EXPECT_EQ(owner(dir / "enrollment.sealed"), "65534:65534");
+  EXPECT_EQ(owner(dir / "identity.key"), "0:0");
+  EXPECT_EQ(owner(dir / "wireguard.key"), "0:0");
+  EXPECT_EQ(owner(dir / "link"), "0:0");
+  EXPECT_EQ(owner("/etc/passwd"), "0:0");
+  ASSERT_TRUE(take_state_dir(dir.string()));
+  EXPECT_EQ(owner(dir), "0:0");
+  EXPECT_EQ(owner(dir / "enrollment.sealed"), "0:0");
+  EXPECT_TRUE(take_state_dir((dir / "missing").string()));
+  fs::remove_all(tmpl);
 }
 
 }  // namespace

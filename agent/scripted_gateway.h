@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/agent.h"
+#include "agent/tunnel_keeper.h"
 #include "controlplane/api/crypto.h"
 #include "controlplane/api/orchestration.h"
 #include "controlplane/http/https_server.h"
@@ -231,8 +232,11 @@ class RunningAgent {
       ADD_FAILURE() << id.error().message();
       return;
     }
-    agent_ = std::make_unique<Agent>(c, std::move(*id), SecretKey::generate_private(), links_,
-                                     board_, [&clock] { return clock.load(); });
+    auto wg_key = SecretKey::generate_private();
+    const Key wg_public_key = wg_key.public_key();
+    tunnel_ = std::make_unique<TunnelController>(tunnel_settings(c), std::move(wg_key), links_);
+    agent_ = std::make_unique<Agent>(c, std::move(*id), wg_public_key, *tunnel_, board_,
+                                     [&clock] { return clock.load(); });
     thread_ = std::thread([this] { agent_->run(stop_); });
   }
   ~RunningAgent() { stop(); }
@@ -246,6 +250,7 @@ class RunningAgent {
  private:
   testing::FakeLinks links_;
   StatusBoard board_;
+  std::unique_ptr<TunnelController> tunnel_;
   std::unique_ptr<Agent> agent_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "agent/agent_protocol.h"
+#include "agent/tunnel.h"
 #include "dataplane/base/key.h"
 #include "dataplane/link/links.h"
 #include "dataplane/tunnel/tunnel_interface.h"
@@ -31,25 +32,13 @@ struct TunnelSettings {
   std::uint32_t mtu = 1420;
 };
 
-struct TunnelObservation {
-  bool present = false;                         // the link exists
-  bool correct = false;                         // the peer set is exactly the document's peer
-  std::optional<std::int64_t> handshake_age_s;  // none: never
-  std::uint64_t rx_bytes = 0;
-  std::uint64_t tx_bytes = 0;
-  std::string problem;  // why not correct
-};
-
-class TunnelController {
+class TunnelController : public Tunnel {
  public:
   TunnelController(TunnelSettings settings, SecretKey wg_private_key, link::Links& links);
 
-  // Converges the interface; true when anything was changed. On failure the interface is gone.
-  Result<bool> apply(const TunnelDocument& doc, const Endpoint& endpoint);
-  // Removes the interface (and its wireguard-go). Success when there is none.
-  Status remove();
-  // Cheap: one link read and one device read. `doc` is the last applied document.
-  TunnelObservation observe(const TunnelDocument& doc, std::int64_t now);
+  Result<bool> apply(const TunnelDocument& doc, const Endpoint& endpoint) override;
+  Status remove() override;
+  TunnelObservation observe(const TunnelDocument& doc, std::int64_t now) override;
 
   const std::string& ifname() const { return settings_.ifname; }
 
