@@ -7,7 +7,7 @@
 //   gateway down        -> clear error, retries 1 s, 2 s, 4 s ... apart, enrolls once it is up
 //   ensure: 500, malformed JSON, bad signature, expired document, another device's document
 //                       -> the document is refused, nothing is configured, ensure is retried
-//   another certificate's pin -> "does not match the pinned fingerprint", retried, the gateway
+//   another certificate's pin -> "that does not match gateway_pin", retried, the gateway
 //                       never sees a request
 //   access token about to expire (injected clock) -> refreshed once, before expiry; the new
 //                       token is used from then on
@@ -144,7 +144,7 @@ TEST_F(AgentFailureTest, GatewayWithAnotherCertificateIsRefusedBeforeAnyRequest)
       << "the refused gateway was not retried";
   a.stop();
   const auto s = a.status();
-  EXPECT_NE(s.last_error.find("does not match the pinned fingerprint"), std::string::npos)
+  EXPECT_NE(s.last_error.find("that does not match gateway_pin"), std::string::npos)
       << s.last_error;
   EXPECT_NE(s.last_error.find(other_pin), std::string::npos) << s.last_error;
   EXPECT_FALSE(s.enrolled);

@@ -419,12 +419,17 @@ class TlsConnection {
       return fail_errno(EPROTO, what + ": no readable certificate from the gateway");
     }
     if (seen != pin.want) {
-      const std::string form = pin.certificate ? "certificate SHA-256" : "public key (SPKI) pin";
+      // "presented a TLS certificate with SHA-256 0C:92:... that does not match gateway_pin
+      // 1C:92:... (the certificate's SHA-256)"
+      const std::string what_seen = pin.certificate ? "a TLS certificate with SHA-256 "
+                                                    : "a TLS public key with SHA-256 (SPKI) ";
       return fail_errno(
           EKEYREJECTED,
-          "the gateway at " + url + " presented a TLS certificate that does not match the pinned " +
-              "fingerprint (" + form + " " + pin_text(pin, seen) + ", gateway_pin " +
-              pin_text(pin, pin.want) + "): refusing to talk to it (nothing was sent); " +
+          "the gateway at " + url + " presented " + what_seen + pin_text(pin, seen) +
+              " that does not match gateway_pin " + pin_text(pin, pin.want) +
+              (pin.certificate ? " (the pinned fingerprint of its certificate)"
+                               : " (the pinned fingerprint of its public key)") +
+              ": refusing to talk to it (nothing was sent); " +
               (pin.certificate ? "check the pin against `openssl x509 -noout -fingerprint "
                                  "-sha256` of the gateway's certificate"
                                : "check the pin against the gateway's tls_pin= log line"));

@@ -249,7 +249,7 @@ TEST_F(GatewayClientTest, WrongPinIsRejectedBeforeAnyRequestByte) {
     auto r = client.post("/api/agent/enroll/request", {{"hostname", "h"}}, "secret-token");
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().errno_value(), EKEYREJECTED) << r.error().message();
-    EXPECT_NE(r.error().message().find("does not match the pinned fingerprint"), std::string::npos)
+    EXPECT_NE(r.error().message().find("that does not match gateway_pin"), std::string::npos)
         << r.error().message();
     EXPECT_NE(r.error().message().find(pin), std::string::npos) << r.error().message();
     EXPECT_NE(r.error().message().find("nothing was sent"), std::string::npos);
