@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -191,6 +192,16 @@ int run(int argc, char** argv) {
 
   if (auto s = agent::drop_to_user(account); !s) {
     return fatal(s.error(), "cannot drop privileges");
+  }
+  if (::access(config->state_dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    // Not fatal, as a full disk is not: the agent goes on with its state in memory.
+    log_error(
+        "the agent's user cannot use the state directory: enrollment state will not be "
+        "saved",
+        {{"path", config->state_dir},
+         {"user", account.name},
+         {"error", std::strerror(errno)},
+         {"todo", "make the directories above it searchable (chmod o+x)"}});
   }
   agent::TunnelClient tunnel(std::move(worker_end), [] { g_stop.store(true); });
   auto keeper_caps = tunnel.wait_ready();

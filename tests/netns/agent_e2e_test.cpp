@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,6 +93,30 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+// "Key" -> "value" of /proc/<pid>/status ("Uid" -> "65534\t65534\t65534\t65534").
+std::map<std::string, std::string> proc_status(pid_t pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  std::map<std::string, std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    out[line.substr(0, colon)] = value;
+  }
+  return out;
+}
+
+// The agent's tunnel keeper: its only child process (wireguard-go is started detached). 0: none.
+pid_t keeper_of(pid_t agent) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (proc_status(std::stoi(name))["PPid"] == std::to_string(agent)) return std::stoi(name);
+  }
+  return 0;
+}
+
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
@@ -122,6 +147,7 @@ class AgentProcess {
   AgentProcess(std::string dir, std::string netns_path)
       : dir_(std::move(dir)), netns_(std::move(netns_path)) {
     fs::create_directories(dir_);
+    ::chmod(dir_.c_str(), 0711);  // the worker (another user) reaches state/ inside
   }
   ~AgentProcess() { stop(); }
 
@@ -168,6 +194,9 @@ class AgentE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables, BPF)";
+    // The agents' workers run as another user (nobody here): they must reach their state
+    // directories inside, as they reach /var/lib/portcullis-agent.
+    ::chmod(dir_.c_str(), 0711);
     gw_ = std::make_unique<TestNetns>("xgw");
     ASSERT_TRUE(gw_->ok());
     ASSERT_TRUE(gw_->run("ip link add br0 type bridge && ip link set br0 up && "
@@ -405,12 +434,26 @@ class AgentE2eTest : public ::testing::Test {
     EXPECT_NE(http_get(*agent_ns_[0], kHealthPort, "/metrics").find("portcullis_agent_tunnel_up 1"),
               std::string::npos);
 
-    // The agents run with CAP_NET_ADMIN only (effective and bounding), from start on.
+    // Privilege separation (agent/privileges.h): the agent's pid (the worker) runs as another
+    // user with nothing at all; its one child, the tunnel keeper, is root with CAP_NET_ADMIN only.
     for (int i : {0, 1}) {
-      const std::string status =
-          read_file("/proc/" + std::to_string(agents_[i]->pid()) + "/status");
-      EXPECT_NE(status.find("CapEff:\t0000000000001000\n"), std::string::npos) << status;
-      EXPECT_NE(status.find("CapBnd:\t0000000000001000\n"), std::string::npos) << status;
+      auto worker = proc_status(agents_[i]->pid());
+      EXPECT_NE(worker["Uid"].substr(0, worker["Uid"].find('\t')), "0") << worker["Uid"];
+      EXPECT_NE(worker["Uid"].find_first_not_of("0\t"), std::string::npos) << worker["Uid"];
+      EXPECT_EQ(worker["CapEff"], "0000000000000000");
+      EXPECT_EQ(worker["CapPrm"], "0000000000000000");
+      EXPECT_EQ(worker["CapBnd"], "0000000000000000");
+      EXPECT_EQ(worker["NoNewPrivs"], "1");
+      const pid_t keeper = keeper_of(agents_[i]->pid());
+      ASSERT_GT(keeper, 0) << "agent" << i + 1 << " has no tunnel keeper child";
+      auto k = proc_status(keeper);
+      EXPECT_EQ(k["Uid"], "0\t0\t0\t0");
+      EXPECT_EQ(k["CapEff"], "0000000000001000");
+      EXPECT_EQ(k["CapBnd"], "0000000000001000");
+      EXPECT_EQ(k["NoNewPrivs"], "1");
+      EXPECT_NE(agents_[i]->log().find("privileges separated worker_pid=" +
+                                       std::to_string(agents_[i]->pid())),
+                std::string::npos);
     }
 
     // agent3 stays pending: no interface, no tunnel, health says so.
@@ -437,8 +480,11 @@ TEST_F(AgentE2eTest, EnrollTunnelHealRevokeAndWrongPin) {
   if (HasFatalFailure()) return;
   const std::string &ip1 = ip1_, &ip2 = ip2_;
 
-  // (4b) Delete agent1's interface: it heals within 30 s (with CAP_NET_ADMIN only: a new link,
-  // and with the userspace backend a new wireguard-go), and traffic flows again.
+  // (4b) Delete agent1's interface: it heals within 30 s through its tunnel keeper (uid 0 with
+  // CAP_NET_ADMIN only: a new link, and with the userspace backend a new wireguard-go and its
+  // root-owned UAPI socket), and traffic flows again.
+  const pid_t keeper1 = keeper_of(agents_[0]->pid());
+  ASSERT_GT(keeper1, 0);
   ASSERT_TRUE(agent_ns_[0]->run("ip link del dev " + agent_if_[0]).ok());
   const auto deleted_at = Clock::now();
   EXPECT_TRUE(
@@ -450,6 +496,7 @@ TEST_F(AgentE2eTest, EnrollTunnelHealRevokeAndWrongPin) {
                    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - deleted_at)
                        .count()));
   EXPECT_EQ(tunnel_address(0), ip1);
+  EXPECT_EQ(keeper_of(agents_[0]->pid()), keeper1) << "the keeper was restarted, not used";
   EXPECT_TRUE(
       wait_for([&] { return tcp_connects(*gw_, ip1, kAllowedPort); }, std::chrono::seconds(10)));
   // A correct interface is left alone: the periodic ensure (every 5 s) changes nothing.
@@ -536,7 +583,13 @@ TEST_F(AgentE2eTest, TunnelsUntouchedByAllowlistChangeAndRestart) {
   // Agent to agent through the gateway, with forwarding on there and agent1's peer widened to the
   // pool behind its back (agent1 stopped; its interface stays): the gateway drops it and counts
   // the drop.
+  const pid_t keeper1 = keeper_of(agents_[0]->pid());
+  ASSERT_GT(keeper1, 0);
   agents_[0]->stop();
+  // The keeper follows its worker out (end of file), leaving the interface up.
+  EXPECT_TRUE(wait_for([&] { return ::kill(keeper1, 0) != 0; }, std::chrono::seconds(5)))
+      << "agent1's tunnel keeper outlived the agent";
+  EXPECT_TRUE(has_interface(0));
   const std::string gw_key = agent_ns_[0]->run("wg show " + agent_if_[0] + " peers").out;
   ASSERT_FALSE(gw_key.empty());
   ASSERT_TRUE(gw_->run("sysctl -qw net.ipv4.ip_forward=1").ok());
