@@ -3,6 +3,8 @@
 // which is what one SQLite connection needs anyway; each change is one BEGIN IMMEDIATE
 // transaction. Schema and migrations: sqlite_store.cpp (kMigrations).
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -40,7 +42,14 @@ class SqliteStore final : public Store, public OperatorStore {
   // PRAGMA integrity_check plus foreign_key_check; EUCLEAN naming the first problem.
   Status check_integrity();
 
+  // See CommitGroup below: transactions of concurrent callers may commit together.
   Status atomically(const std::function<Status()>& fn) override;
+  // Committed atomically() transactions and the COMMITs that made them durable.
+  struct CommitCounts {
+    std::uint64_t transactions = 0;
+    std::uint64_t commits = 0;
+  };
+  CommitCounts commit_counts() const { return {transactions_.load(), group_commits_.load()}; }
   Result<std::int64_t> generation() override;
   Result<std::int64_t> applied_generation() override;
   Status set_applied_generation(std::int64_t g) override;
@@ -117,7 +126,50 @@ class SqliteStore final : public Store, public OperatorStore {
                                                     int limit, const std::string& what);
   Status insert_operator_locked(const OperatorAccount& account, const std::string& what);
 
-  FifoMutex mu_;  // serialises every use of db_, first come first served
+  // Group commit. Under an ensure storm the writer's COMMITs (and the WAL checkpoints every
+  // 1,000 pages they trigger) are most of the time the store lock is held: 64 requests queue
+  // behind each other's commits. So atomically() leaves its transaction open for the next
+  // atomically() when another thread is already waiting for the lock, and the group's last
+  // member (or any other store call, or a full or old group) commits them together. A member
+  // answers only once its group committed (a failed COMMIT is every member's error), so nothing
+  // is reported done before it is durable. Pages several members change (meta, audit's tail,
+  // index roots) reach the WAL once per group instead of once per request.
+  struct CommitGroup {
+    std::chrono::steady_clock::time_point opened;
+    int members = 0;
+    bool done = false;  // under group_mu_
+    Status status;      // under group_mu_: the COMMIT's outcome
+  };
+  static constexpr int kMaxGroupMembers = 32;
+  static constexpr std::chrono::milliseconds kMaxGroupAge{5};
+  // mu_ plus the rule that whoever takes it outside atomically() commits an open group first,
+  // so a plain store call runs in a transaction of its own on committed state.
+  class WriterMutex {
+   public:
+    explicit WriterMutex(SqliteStore& store) : store_(store) {}
+    void lock() {
+      fifo_.lock();
+      if (store_.group_ && fifo_.depth_held_by_this_thread() == 1) store_.commit_group_locked();
+    }
+    void unlock() { fifo_.unlock(); }
+    FifoMutex& fifo() { return fifo_; }
+
+   private:
+    SqliteStore& store_;
+    FifoMutex fifo_;
+  };
+  // COMMIT (or ROLLBACK after a failed COMMIT) of group_, then wakes its members. Under mu_.
+  Status commit_group_locked();
+  // Ends group_ with `why` (SQLite already rolled the transaction back). Under mu_.
+  void abandon_group_locked(Status why);
+  void finish_group_locked(const Status& outcome);
+
+  WriterMutex mu_{*this};               // serialises every use of db_, first come first served
+  std::shared_ptr<CommitGroup> group_;  // the open group transaction, under mu_
+  std::mutex group_mu_;
+  std::condition_variable group_cv_;
+  std::atomic<std::uint64_t> transactions_{0};   // atomically() calls that committed
+  std::atomic<std::uint64_t> group_commits_{0};  // their COMMITs
   Db db_;
   std::string path_;
   SqliteOptions options_;

@@ -265,6 +265,102 @@ TEST_F(SqliteStoreTest, ReadsOutsideATransactionSeeTheLastCommitWithoutWaiting) 
   EXPECT_EQ((*store_->find_device(d.id))->ports, (std::vector<PortRule>{{Protocol::kTcp, 22}}));
 }
 
+// Group commit: callers of atomically() that queue behind one another share a COMMIT, each
+// answers only after it, and each one's failure stays its own. The first caller holds the lock
+// until the others are asleep on it (started one by one, 30 ms apart, so the queue order is
+// known).
+class GroupCommitTest : public SqliteStoreTest {
+ protected:
+  // Runs first() inside atomically() on this thread while `queued` start one after another on
+  // threads of their own; returns the statuses: [0] for first, then one per queued caller.
+  std::vector<Status> run_queued(const std::function<Status()>& first,
+                                 const std::vector<std::function<Status()>>& queued) {
+    std::vector<Status> out(queued.size() + 1);
+    std::vector<std::thread> threads;
+    out[0] = store_->atomically([&]() -> Status {
+      for (std::size_t i = 0; i < queued.size(); ++i) {
+        threads.emplace_back([&, i] { out[i + 1] = queued[i](); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      }
+      return first();
+    });
+    for (auto& t : threads) t.join();
+    return out;
+  }
+  Status add_code(const std::string& code) {
+    return store_->atomically([&] { return store_->add_enrollment_code(code, 5000, "test"); });
+  }
+  bool code_stored(const std::string& code) {
+    auto e = store_->add_enrollment(enrollment(static_cast<std::uint8_t>(100 + codes_checked_++)));
+    EXPECT_TRUE(e) << e.error().message();
+    return e && *store_->consume_enrollment_code(code, 10, e->id);
+  }
+  int codes_checked_ = 0;
+};
+
+TEST_F(GroupCommitTest, QueuedTransactionsCommitTogetherAndAreDurable) {
+  const auto before = store_->commit_counts();
+  std::vector<std::function<Status()>> queued;
+  for (int i = 1; i <= 6; ++i) {
+    queued.push_back([this, i] { return add_code("GROUP-" + std::to_string(i)); });
+  }
+  auto statuses =
+      run_queued([this] { return store_->add_enrollment_code("GROUP-0", 5000, "t"); }, queued);
+  for (std::size_t i = 0; i < statuses.size(); ++i) {
+    EXPECT_TRUE(statuses[i]) << i << ": " << statuses[i].error().message();
+  }
+  const auto after = store_->commit_counts();
+  EXPECT_EQ(after.transactions - before.transactions, 7u);
+  // The first held the lock for 180 ms, longer than a group may stay open (5 ms): it commits
+  // alone. The six queued behind it share one COMMIT (two if a loaded machine made their group
+  // older than 5 ms).
+  EXPECT_GE(after.commits - before.commits, 2u);
+  EXPECT_LE(after.commits - before.commits, 3u) << "the six queued callers did not share";
+
+  reopen();  // durable: another connection (a fresh store) sees all seven
+  for (int i = 0; i <= 6; ++i) EXPECT_TRUE(code_stored("GROUP-" + std::to_string(i))) << i;
+}
+
+TEST_F(GroupCommitTest, AFailingMemberRollsBackOnlyItsOwnChanges) {
+  auto statuses =
+      run_queued([this] { return store_->add_enrollment_code("KEEP-0", 5000, "t"); },
+                 {[this] { return add_code("KEEP-1"); },
+                  [this] {
+                    return store_->atomically([&]() -> Status {
+                      if (auto r = store_->add_enrollment_code("DROP-2", 5000, "t"); !r) {
+                        return r;
+                      }
+                      return fail_errno(EIO, "a later step of this request");
+                    });
+                  },
+                  [this] { return add_code("KEEP-3"); }});
+  EXPECT_TRUE(statuses[0] && statuses[1] && statuses[3]);
+  ASSERT_FALSE(statuses[2]);
+  EXPECT_EQ(statuses[2].error().errno_value(), EIO);
+  reopen();
+  EXPECT_TRUE(code_stored("KEEP-0"));
+  EXPECT_TRUE(code_stored("KEEP-1"));
+  EXPECT_FALSE(code_stored("DROP-2")) << "the failed member's change was committed";
+  EXPECT_TRUE(code_stored("KEEP-3"));
+}
+
+TEST_F(GroupCommitTest, AStoreCallOutsideAtomicallyCommitsTheOpenGroupFirst) {
+  const auto before = store_->commit_counts();
+  // Queue: a member of the group, then a plain store call, then another member.
+  auto statuses = run_queued([this] { return store_->add_enrollment_code("G-0", 5000, "t"); },
+                             {[this] { return add_code("G-1"); },
+                              [this] { return store_->add_enrollment_code("PLAIN", 5000, "t"); },
+                              [this] { return add_code("G-3"); }});
+  for (const auto& s : statuses) EXPECT_TRUE(s) << s.error().message();
+  const auto after = store_->commit_counts();
+  EXPECT_EQ(after.transactions - before.transactions, 3u);
+  // G-0 commits alone (it held the lock for 90 ms). G-1 sees the plain call waiting and leaves
+  // its group open; the plain call commits it before its own transaction. G-3 is alone.
+  EXPECT_EQ(after.commits - before.commits, 3u);
+  reopen();
+  for (const char* code : {"G-0", "G-1", "PLAIN", "G-3"}) EXPECT_TRUE(code_stored(code)) << code;
+}
+
 TEST_F(SqliteStoreTest, EnrollmentCodeIsSingleUse) {
   ASSERT_TRUE(store_->add_enrollment_code("ABCD-EFGH", 5000, "operator:alice"));
   auto e1 = store_->add_enrollment(enrollment(1));

@@ -113,7 +113,9 @@ class Store {
   // Runs fn as one transaction: the store calls fn makes on this thread commit together when fn
   // succeeds, and none of them does when it fails (its error is returned). Other threads' store
   // calls wait until it ends. Cuts the commits (and lock hand-overs) of a request that changes
-  // several things, e.g. an enrollment approved by code and its audit rows.
+  // several things, e.g. an enrollment approved by code and its audit rows. A store may commit
+  // the transactions of concurrent callers together (SqliteStore does: group commit); it returns
+  // only once this caller's changes are committed.
   virtual Status atomically(const std::function<Status()>& fn) = 0;
 
   // Monotonic counter bumped by every committed change.
