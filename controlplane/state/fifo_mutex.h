@@ -57,18 +57,6 @@ class FifoMutex {
     return locked_ && owner_ == std::this_thread::get_id();
   }
 
-  // How deep the calling thread holds it: 0 when it does not, 1 for the outermost lock().
-  int depth_held_by_this_thread() {
-    std::lock_guard guard(mu_);
-    return locked_ && owner_ == std::this_thread::get_id() ? depth_ : 0;
-  }
-
-  // True while some thread sleeps in lock(): whoever holds it now will hand it on.
-  bool has_waiters() {
-    std::lock_guard guard(mu_);
-    return !waiters_.empty();
-  }
-
   void unlock() {
     std::lock_guard guard(mu_);
     if (--depth_ > 0) return;

@@ -365,76 +365,92 @@ Result<std::int64_t> SqliteStore::bump_generation_locked(const std::string& what
 }
 
 Status SqliteStore::atomically(const std::function<Status()>& fn) {
-  FifoMutex& fifo = mu_.fifo();
-  std::unique_lock lock(fifo);
-  if (fifo.depth_held_by_this_thread() > 1) {
+  if (mu_.held_by_this_thread()) {
     // Inside another store call or atomically(): a savepoint of the enclosing transaction.
+    std::lock_guard lock(mu_);
     auto txn = Transaction::begin(db_, "one transaction");
     if (!txn) return fail(std::move(txn.error()));
     if (auto s = fn(); !s) return s;  // ~Transaction rolls back to the savepoint
     return txn->commit();
   }
-  if (!group_) {
-    if (auto r = db_.exec("BEGIN IMMEDIATE", "begin a transaction"); !r) return r;
-    group_ = std::make_shared<CommitGroup>();
-    group_->opened = std::chrono::steady_clock::now();
+  Member me{.fn = &fn, .status = {}};
+  std::unique_lock queue(queue_mu_);
+  queue_.push_back(&me);
+  // Wait while another thread combines: it may run fn for us. Take over when it has left and
+  // we are first in the queue.
+  queue_cv_.wait(
+      queue, [&] { return me.done || (!combining_ && !queue_.empty() && queue_.front() == &me); });
+  if (me.done) return me.status;
+  combining_ = true;
+  while (!me.done) {
+    const std::size_t n = std::min<std::size_t>(queue_.size(), kMaxBatch);
+    std::vector<Member*> batch(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    queue.unlock();
+    {
+      std::lock_guard lock(mu_);
+      run_batch_locked(batch);
+    }
+    queue.lock();
+    for (Member* m : batch) m->done = true;
+    queue_cv_.notify_all();
   }
-  const std::shared_ptr<CommitGroup> group = group_;
-  // This caller's part: a savepoint, released into the group or rolled back alone.
-  Status own = db_.exec("SAVEPOINT pcl_member", "begin one transaction");
-  if (own) own = fn();
-  if (sqlite3_get_autocommit(db_.get()) != 0) {
-    // SQLite ended the whole transaction itself (I/O error, disk full, ...): every member's
-    // changes are gone.
-    abandon_group_locked(own ? fail_errno(EIO, "the transaction was rolled back by SQLite")
-                             : fail(Error(own.error()).wrap("the transaction was rolled back")));
-  } else if (own) {
-    own = db_.exec("RELEASE pcl_member", "end one transaction");
-    if (!own) abandon_group_locked(fail(Error(own.error())));
-  } else {
-    sqlite3_exec(db_.get(), "ROLLBACK TO pcl_member; RELEASE pcl_member", nullptr, nullptr,
-                 nullptr);
-  }
-  if (group_ == group) {
-    ++group->members;
-    const bool keep_open = fifo.has_waiters() && group->members < kMaxGroupMembers &&
-                           std::chrono::steady_clock::now() - group->opened < kMaxGroupAge;
-    if (!keep_open) (void)commit_group_locked();
-  }
-  lock.unlock();
-  if (!own) return own;
-  std::unique_lock wait(group_mu_);
-  group_cv_.wait(wait, [&] { return group->done; });
-  if (group->status) transactions_.fetch_add(1, std::memory_order_relaxed);
-  return group->status;
+  combining_ = false;
+  queue.unlock();
+  queue_cv_.notify_all();
+  return me.status;
 }
 
-Status SqliteStore::commit_group_locked() {
-  const int members = group_->members;
-  Status outcome = db_.exec("COMMIT", "commit " + std::to_string(members) + " transaction(s)");
-  if (!outcome && sqlite3_get_autocommit(db_.get()) == 0) {
-    sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
+  std::size_t next = 0;
+  while (next < batch.size()) {
+    // One transaction for batch[first..next): each member's part is a savepoint of it.
+    const std::size_t first = next;
+    Status open = db_.exec("BEGIN IMMEDIATE", "begin a transaction");
+    if (!open) {
+      for (std::size_t i = first; i < batch.size(); ++i) batch[i]->status = open;
+      return;
+    }
+    bool lost = false;
+    for (; next < batch.size() && !lost; ++next) {
+      Member& m = *batch[next];
+      m.status = db_.exec("SAVEPOINT pcl_member", "begin one transaction");
+      if (m.status) m.status = (*m.fn)();
+      if (sqlite3_get_autocommit(db_.get()) != 0) {
+        // SQLite ended the whole transaction itself (I/O error, disk full, ...): the changes
+        // of every member before this one are gone too. The rest get a transaction of their
+        // own.
+        const Status gone = fail_errno(EIO, "the transaction was rolled back by SQLite");
+        for (std::size_t i = first; i < next; ++i) {
+          if (batch[i]->status) batch[i]->status = gone;
+        }
+        if (m.status) m.status = gone;
+        lost = true;
+      } else if (m.status) {
+        m.status = db_.exec("RELEASE pcl_member", "end one transaction");
+      } else {
+        sqlite3_exec(db_.get(), "ROLLBACK TO pcl_member; RELEASE pcl_member", nullptr, nullptr,
+                     nullptr);
+      }
+    }
+    if (lost) {
+      if (sqlite3_get_autocommit(db_.get()) == 0) {
+        sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+      continue;
+    }
+    const std::size_t members = next - first;
+    Status committed = db_.exec("COMMIT", "commit " + std::to_string(members) + " transaction(s)");
+    if (!committed && sqlite3_get_autocommit(db_.get()) == 0) {
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    if (committed) group_commits_.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = first; i < next; ++i) {
+      Status& s = batch[i]->status;
+      if (s && !committed) s = committed;  // a failed COMMIT is every member's error
+      if (s) transactions_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
-  if (outcome) group_commits_.fetch_add(1, std::memory_order_relaxed);
-  finish_group_locked(outcome);
-  return outcome;
-}
-
-void SqliteStore::abandon_group_locked(Status why) {
-  if (sqlite3_get_autocommit(db_.get()) == 0) {
-    sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  finish_group_locked(why);
-}
-
-void SqliteStore::finish_group_locked(const Status& outcome) {
-  const std::shared_ptr<CommitGroup> group = std::move(group_);
-  {
-    std::lock_guard g(group_mu_);
-    group->status = outcome;
-    group->done = true;
-  }
-  group_cv_.notify_all();
 }
 
 std::unique_ptr<Db> SqliteStore::take_reader() {
@@ -485,7 +501,7 @@ void SqliteStore::give_back(std::unique_ptr<Db> reader) {
 template <class Fn>
 auto SqliteStore::read(const std::string& what, Fn&& fn) -> decltype(fn(std::declval<Db&>())) {
   std::unique_ptr<Db> reader;
-  if (!mu_.fifo().held_by_this_thread()) reader = take_reader();
+  if (!mu_.held_by_this_thread()) reader = take_reader();
   if (!reader) {
     std::lock_guard lock(mu_);
     return fn(db_);
