@@ -195,6 +195,19 @@ int run_daemon(const config::DaemonConfig& cfg, const std::string& admin_socket)
   acfg.gateway_address = cfg.pool.gateway;
   acfg.default_ports = cfg.policy.default_ports;
   GatewayStatus status(**store, rec, metrics);
+  // Group commit at work: transactions per COMMIT (concurrent requests share one).
+  const metrics::CollectorHandle store_metrics =
+      metrics.add_collector([&db = **store](metrics::Exposition& out) {
+        const auto counts = db.commit_counts();
+        const std::span<const metrics::Label> none;
+        out.family("portcullis_store_transactions_total",
+                   "Request transactions committed to the database.", metrics::Type::kCounter);
+        out.sample("portcullis_store_transactions_total", none, counts.transactions);
+        out.family("portcullis_store_commits_total",
+                   "Database COMMITs that made them durable (concurrent requests share one).",
+                   metrics::Type::kCounter);
+        out.sample("portcullis_store_commits_total", none, counts.commits);
+      });
   api::AgentApi agent_api(acfg, **store, waiter, *signing_key, unix_now, status.request_observer());
 
   operator_api::PacketFilterExplainer explainer(

@@ -292,10 +292,16 @@ TEST_F(DaemonTest, AgentLifecycle) {
     HttpReply health = as_agent([&] { return plain.get("/health"); });
     EXPECT_EQ(health.status, 200) << health.text;
     EXPECT_EQ(health.body.value("status", ""), "ready") << health.text;
+    // An ensure since the restart: one committed request transaction at least.
+    ASSERT_EQ(as_agent([&] { return agent.ensure(client); }).status, 200);
     HttpReply metrics = as_agent([&] { return plain.get("/metrics"); });
     ASSERT_EQ(metrics.status, 200) << metrics.curl_error;
     EXPECT_NE(metrics.text.find("portcullis_drift_repairs_total{layer=\"nftables\"}"),
               std::string::npos);
+    EXPECT_NE(metrics.text.find("\nportcullis_store_commits_total "), std::string::npos);
+    const auto transactions = metrics.text.find("\nportcullis_store_transactions_total ");
+    ASSERT_NE(transactions, std::string::npos) << metrics.text;
+    EXPECT_GE(std::stoll(metrics.text.substr(transactions + 37)), 1) << metrics.text;
     const std::string file = dir_.file("metrics.txt");
     std::ofstream(file) << metrics.text;
     if (testing::run("command -v promtool >/dev/null").ok()) {
