@@ -289,6 +289,7 @@ Response AgentApi::enroll_poll(const Request& request) {
   // token (a failed issue keeps the old family).
   std::optional<Response> answer;  // an answer other than the tokens
   std::optional<json> tokens;
+  const NewTokens fresh = new_tokens(e.device_id, now);
   Status done = store_.atomically([&]() -> Status {
     auto device = store_.find_device(e.device_id);
     if (!device) return fail(std::move(device.error()).wrap("device lookup"));
@@ -302,7 +303,7 @@ Response AgentApi::enroll_poll(const Request& request) {
     if (auto r = store_.revoke_token_family(e.device_id); !r && r.error().errno_value() != ENOENT) {
       return fail(std::move(r.error()).wrap("token family revocation"));
     }
-    auto issued = issue_tokens(**device, e.device_id, now);
+    auto issued = store_tokens(fresh, e.device_id, e.device_id);
     if (!issued) {
       answer = std::move(issued.error());
       return fail_errno(ECANCELED, "tokens not issued");  // undo the revocation
@@ -320,28 +321,34 @@ Response AgentApi::enroll_poll(const Request& request) {
   return json_response(200, reply);
 }
 
-tl::expected<json, Response> AgentApi::issue_tokens(const state::Device& device,
-                                                    const std::string& family_id,
-                                                    std::int64_t now) {
+AgentApi::NewTokens AgentApi::new_tokens(const std::string& device_id, std::int64_t now) {
   std::string raw(32, '\0');
   randombytes_buf(raw.data(), raw.size());
-  const std::string refresh =
-      base64url_encode({reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()});
-  const Sha256 digest = sha256(raw);
+  NewTokens t{
+      .refresh = base64url_encode({reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()}),
+      .refresh_hash = sha256(raw),
+      .refresh_expires_at = now + kRefreshTokenLifetimeS,
+      .access = issue_access_token(signing_key_, device_id, now),
+  };
   sodium_memzero(raw.data(), raw.size());
+  return t;
+}
+
+tl::expected<json, Response> AgentApi::store_tokens(const NewTokens& tokens,
+                                                    const std::string& device_id,
+                                                    const std::string& family_id) {
   state::RefreshToken row{
-      .device_id = device.id, .family_id = family_id, .expires_at = now + kRefreshTokenLifetimeS};
-  if (auto r = store_.add_refresh_token(KeyBytes(digest), row); !r) {
+      .device_id = device_id, .family_id = family_id, .expires_at = tokens.refresh_expires_at};
+  if (auto r = store_.add_refresh_token(KeyBytes(tokens.refresh_hash), row); !r) {
     if (r.error().errno_value() == EPERM)
       return tl::unexpected(error_response(
           403, "device_revoked", "this device was revoked: enroll again with a new agent key"));
     return tl::unexpected(internal("refresh token store failed", r.error()));
   }
-  IssuedAccessToken access = issue_access_token(signing_key_, device.id, now);
-  return json{{"access_token", access.token},
-              {"access_expires_at", access.claims.expires_at},
-              {"refresh_token", refresh},
-              {"refresh_expires_at", row.expires_at},
+  return json{{"access_token", tokens.access.token},
+              {"access_expires_at", tokens.access.claims.expires_at},
+              {"refresh_token", tokens.refresh},
+              {"refresh_expires_at", tokens.refresh_expires_at},
               {"token_type", "Bearer"}};
 }
 
@@ -405,7 +412,7 @@ Response AgentApi::token_refresh(const Request& request) {
     if (r.error().errno_value() == EALREADY) return reused();
     return internal("refresh token update failed", r.error());
   }
-  auto tokens = issue_tokens(**device, t.family_id, now);
+  auto tokens = store_tokens(new_tokens(t.device_id, now), t.device_id, t.family_id);
   if (!tokens) return std::move(tokens.error());
   return json_response(200, *tokens);
 }

@@ -53,6 +53,7 @@
 
 #include <tl/expected.hpp>
 
+#include "controlplane/api/access_token.h"
 #include "controlplane/api/agent_proof.h"
 #include "controlplane/api/crypto.h"
 #include "controlplane/http/https_server.h"
@@ -117,10 +118,19 @@ class AgentApi {
   tl::expected<state::Device, http::Response> authenticate(const http::Request& request);
   http::Response refused_revoked(const state::Device& device, const http::Request& request,
                                  std::string_view what);
-  // A fresh access token and refresh token in `family_id`.
-  tl::expected<nlohmann::json, http::Response> issue_tokens(const state::Device& device,
-                                                            const std::string& family_id,
-                                                            std::int64_t now);
+  // A fresh refresh token and signed access token for a device, made before taking the store
+  // (the Ed25519 signature need not hold it up); handed out only once stored.
+  struct NewTokens {
+    std::string refresh;  // base64url of 32 random bytes
+    Sha256 refresh_hash;
+    std::int64_t refresh_expires_at = 0;
+    IssuedAccessToken access;
+  };
+  NewTokens new_tokens(const std::string& device_id, std::int64_t now);
+  // Stores the refresh token in `family_id`; the JSON answer, or the error answer.
+  tl::expected<nlohmann::json, http::Response> store_tokens(const NewTokens& tokens,
+                                                            const std::string& device_id,
+                                                            const std::string& family_id);
   void audit(std::string actor, std::string action, std::string target, std::string detail,
              const http::Request& request);
 

@@ -72,6 +72,12 @@ Status Db::exec(const char* sql, std::string_view what) {
   return {};
 }
 
+Status Db::run(const char* sql, std::string_view what) {
+  auto q = query(sql, what);
+  if (!q) return fail(std::move(q.error()));
+  return q->run();
+}
+
 Query::~Query() {
   if (stmt_ == nullptr) return;
   sqlite3_reset(stmt_);

@@ -84,6 +84,9 @@ class Db {
   Result<Query> query(const char* sql, std::string_view what);
   // One or more statements without parameters or results (schema steps, pragmas).
   Status exec(const char* sql, std::string_view what);
+  // One statement without parameters or results, through the statement cache (the savepoints
+  // and commits of every transaction).
+  Status run(const char* sql, std::string_view what);
 
   // Rows changed by the last INSERT / UPDATE / DELETE.
   std::int64_t changes() const { return sqlite3_changes64(handle_.get()); }

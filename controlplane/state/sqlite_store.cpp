@@ -406,7 +406,7 @@ void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
   while (next < batch.size()) {
     // One transaction for batch[first..next): each member's part is a savepoint of it.
     const std::size_t first = next;
-    Status open = db_.exec("BEGIN IMMEDIATE", "begin a transaction");
+    Status open = db_.run("BEGIN IMMEDIATE", "begin a transaction");
     if (!open) {
       for (std::size_t i = first; i < batch.size(); ++i) batch[i]->status = open;
       return;
@@ -414,7 +414,7 @@ void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
     bool lost = false;
     for (; next < batch.size() && !lost; ++next) {
       Member& m = *batch[next];
-      m.status = db_.exec("SAVEPOINT pcl_member", "begin one transaction");
+      m.status = db_.run("SAVEPOINT pcl_member", "begin one transaction");
       if (m.status) m.status = (*m.fn)();
       if (sqlite3_get_autocommit(db_.get()) != 0) {
         // SQLite ended the whole transaction itself (I/O error, disk full, ...): the changes
@@ -427,7 +427,7 @@ void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
         if (m.status) m.status = gone;
         lost = true;
       } else if (m.status) {
-        m.status = db_.exec("RELEASE pcl_member", "end one transaction");
+        m.status = db_.run("RELEASE pcl_member", "end one transaction");
       } else {
         sqlite3_exec(db_.get(), "ROLLBACK TO pcl_member; RELEASE pcl_member", nullptr, nullptr,
                      nullptr);
@@ -440,7 +440,7 @@ void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
       continue;
     }
     const std::size_t members = next - first;
-    Status committed = db_.exec("COMMIT", "commit " + std::to_string(members) + " transaction(s)");
+    Status committed = db_.run("COMMIT", "commit " + std::to_string(members) + " transaction(s)");
     if (!committed && sqlite3_get_autocommit(db_.get()) == 0) {
       sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
