@@ -381,6 +381,25 @@ TEST_F(GroupCommitTest, ABatchRunsNestedAtomicallyAndStoreCallsOfItsMembers) {
   for (const char* code : {"N-0", "N-1", "N-2"}) EXPECT_TRUE(code_stored(code)) << code;
 }
 
+// The store runs the WAL checkpoints itself (after a batch is answered, or at once after a
+// plain store call): without them the WAL would grow by every page written.
+TEST_F(GroupCommitTest, CheckpointsKeepTheWalBounded) {
+  const std::string detail(6000, 'x');  // two overflow pages per audit row
+  auto write_many = [&](bool batched) {
+    for (int i = 0; i < 1500; ++i) {
+      AuditEvent e{0, 1, "test", "wal.fill", std::to_string(i), detail, "local"};
+      Status s = batched ? store_->atomically([&] { return store_->audit(e); }) : store_->audit(e);
+      ASSERT_TRUE(s) << s.error().message();
+    }
+  };
+  const auto wal_bytes = [&] { return std::filesystem::file_size(path_ + "-wal"); };
+  // About 4,500 frames (18 MB) each way; a checkpoint every 1,000 lets the WAL start over.
+  write_many(true);
+  EXPECT_LT(wal_bytes(), 8u << 20) << "atomically(): the WAL was not checkpointed";
+  write_many(false);
+  EXPECT_LT(wal_bytes(), 8u << 20) << "plain store calls: the WAL was not checkpointed";
+}
+
 TEST_F(SqliteStoreTest, EnrollmentCodeIsSingleUse) {
   ASSERT_TRUE(store_->add_enrollment_code("ABCD-EFGH", 5000, "operator:alice"));
   auto e1 = store_->add_enrollment(enrollment(1));
