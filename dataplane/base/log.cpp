@@ -129,16 +129,19 @@ std::string format_log_line(std::string_view message, std::initializer_list<LogF
   return line;
 }
 
+std::string format_journal_entry(LogLevel level, std::string_view line,
+                                 std::initializer_list<LogField> fields) {
+  std::string entry;
+  append_journal_field(entry, "MESSAGE", line);
+  append_journal_field(entry, "PRIORITY", std::to_string(static_cast<int>(level)));
+  for (const auto& f : fields) append_journal_field(entry, journal_field_name(f.key), f.value);
+  return entry;
+}
+
 void log_event(LogLevel level, std::string_view message, std::initializer_list<LogField> fields) {
   if (static_cast<int>(level) > g_max_level.load(std::memory_order_relaxed)) return;
   std::string line = format_log_line(message, fields);
-  if (stderr_is_journal()) {
-    std::string entry;
-    append_journal_field(entry, "MESSAGE", line);
-    append_journal_field(entry, "PRIORITY", std::to_string(static_cast<int>(level)));
-    for (const auto& f : fields) append_journal_field(entry, journal_field_name(f.key), f.value);
-    if (send_to_journal(entry)) return;
-  }
+  if (stderr_is_journal() && send_to_journal(format_journal_entry(level, line, fields))) return;
   static std::mutex mu;
   std::lock_guard lock(mu);
   std::fprintf(stderr, "<%d>%s\n", static_cast<int>(level), line.c_str());

@@ -26,6 +26,10 @@ void log_event(LogLevel level, std::string_view message,
 
 // The text form of one event without the level prefix; exposed for tests.
 std::string format_log_line(std::string_view message, std::initializer_list<LogField> fields);
+// The journal entry (native protocol datagram) of one event whose text form is `line`; exposed
+// for tests.
+std::string format_journal_entry(LogLevel level, std::string_view line,
+                                 std::initializer_list<LogField> fields);
 
 inline void log_error(std::string_view m, std::initializer_list<LogField> f = {}) {
   log_event(LogLevel::kError, m, f);
