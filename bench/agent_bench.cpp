@@ -312,7 +312,8 @@ int run(int argc, char** argv) {
   }
   ::unlink(("/var/run/wireguard/" + agent_if + ".sock").c_str());
   ::unlink(("/var/run/wireguard/" + gw_if + ".sock").c_str());
-  testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if + " " + dir);
+  testing::run("rm -rf /sys/fs/bpf/portcullis/" + gw_if + " " + dir +
+               "; rmdir /sys/fs/bpf/portcullis 2>/dev/null");
   return rc;
 }
 

@@ -136,7 +136,11 @@ int run(int argc, char** argv) {
               {"PORTCULLIS_WIREGUARD_ENDPOINT", "192.0.2.1:30000"},
               {"PORTCULLIS_API_LISTEN", "127.0.0.1"},
               {"PORTCULLIS_API_PORT", "8443"}};
-  auto cleanup = [&] { testing::run("rm -rf /sys/fs/bpf/portcullis/" + ifname + " " + dir); };
+  // rmdir: the pin root too when nothing else is pinned there.
+  auto cleanup = [&] {
+    testing::run("rm -rf /sys/fs/bpf/portcullis/" + ifname + " " + dir +
+                 "; rmdir /sys/fs/bpf/portcullis 2>/dev/null");
+  };
   testing::PortcullisdProcess daemon(opts);
   if (auto err = daemon.start(std::chrono::seconds(60)); !err.empty()) {
     cleanup();
