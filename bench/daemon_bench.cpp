@@ -90,10 +90,17 @@ std::size_t count_lines(const std::string& s) {
 
 struct Latencies {
   std::vector<double> enroll, poll, ensure;
+  // Split of all three: requests that opened a TLS connection (a handshake: the first of each
+  // client thread), and the rest.
+  std::vector<double> connecting, kept_alive;
   void merge(const Latencies& o) {
-    enroll.insert(enroll.end(), o.enroll.begin(), o.enroll.end());
-    poll.insert(poll.end(), o.poll.begin(), o.poll.end());
-    ensure.insert(ensure.end(), o.ensure.begin(), o.ensure.end());
+    for (auto [to, from] : {std::pair{&enroll, &o.enroll},
+                            {&poll, &o.poll},
+                            {&ensure, &o.ensure},
+                            {&connecting, &o.connecting},
+                            {&kept_alive, &o.kept_alive}}) {
+      to->insert(to->end(), from->begin(), from->end());
+    }
   }
 };
 
@@ -175,10 +182,12 @@ int run(int argc, char** argv) {
   std::mutex mu;
   Latencies all;
   std::string first_error;
-  auto timed = [](auto&& fn, std::vector<double>& into) {
+  auto timed = [](auto&& fn, std::vector<double>& into, Latencies& split) {
     auto t0 = Clock::now();
     HttpReply r = fn();
-    into.push_back(Ms(Clock::now() - t0).count());
+    const double ms = Ms(Clock::now() - t0).count();
+    into.push_back(ms);
+    (r.new_connections > 0 ? split.connecting : split.kept_alive).push_back(ms);
     return r;
   };
   const double daemon_cpu_before = cpu_seconds(daemon.pid());
@@ -196,17 +205,17 @@ int run(int argc, char** argv) {
       for (int i; (i = next++) < agents;) {
         SimulatedAgent& a = *sims[i];
         std::string err;
-        HttpReply r = timed([&] { return a.enroll(client, codes[i]); }, mine.enroll);
+        HttpReply r = timed([&] { return a.enroll(client, codes[i]); }, mine.enroll, mine);
         opened += r.new_connections;
         if (r.status != 200 || r.body.value("status", "") != "approved") {
           err = "enroll: " + std::to_string(r.status) + " " + r.curl_error + r.text;
         } else {
-          r = timed([&] { return a.poll(client); }, mine.poll);
+          r = timed([&] { return a.poll(client); }, mine.poll, mine);
           opened += r.new_connections;
           if (r.status != 200 || a.access_token.empty()) {
             err = "poll: " + std::to_string(r.status) + " " + r.curl_error + r.text;
           } else {
-            r = timed([&] { return a.ensure(client); }, mine.ensure);
+            r = timed([&] { return a.ensure(client); }, mine.ensure, mine);
             opened += r.new_connections;
             json doc;
             err = a.verify_document(r, &doc);
@@ -238,6 +247,14 @@ int run(int argc, char** argv) {
   print_latency("enroll", all.enroll);
   print_latency("poll", all.poll);
   print_latency("ensure", all.ensure);
+  std::printf(
+      "  the same requests by connection: opened a TLS connection (handshake included) and on a "
+      "kept-alive one\n");
+  print_latency("connect", all.connecting);
+  print_latency("kept", all.kept_alive);
+  std::vector<double> every = all.connecting;
+  every.insert(every.end(), all.kept_alive.begin(), all.kept_alive.end());
+  print_latency("all", every);
   if (!first_error.empty()) std::printf("  first error: %s\n", first_error.c_str());
 
   // The kernel catches up: every device a peer.
