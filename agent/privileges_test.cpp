@@ -14,8 +14,12 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/proc_status.h"
+
 namespace portcullis::agent {
 namespace {
+
+using portcullis::testing::proc_status;
 
 constexpr std::uint64_t kNetAdmin = std::uint64_t{1} << CAP_NET_ADMIN;
 
@@ -60,20 +64,6 @@ TEST(PrivilegesTest, KeepsOnlyNetAdminAndExecGetsNoMore) {
   auto after = read_capabilities();
   ASSERT_TRUE(after);
   EXPECT_EQ(after->effective, before->effective);
-}
-
-// "Key:\tvalue" lines of /proc/<pid>/status.
-std::map<std::string, std::string> proc_status(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::map<std::string, std::string> out;
-  for (std::string line; std::getline(in, line);) {
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    auto value = line.substr(colon + 1);
-    value.erase(0, value.find_first_not_of(" \t"));
-    out[line.substr(0, colon)] = value;
-  }
-  return out;
 }
 
 // The worker's drop, checked from outside: the child drops, tells the parent, and waits; the

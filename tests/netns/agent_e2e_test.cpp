@@ -55,6 +55,7 @@
 #include "tests/support/kernel_state.h"
 #include "tests/support/netns.h"
 #include "tests/support/portcullisd_process.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/sockets.h"
 #include "tests/support/temp_dir.h"
 
@@ -65,6 +66,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using testing::NetnsGuard;
 using testing::PortcullisdProcess;
+using testing::proc_status;
 using testing::tcp_connects;
 using testing::tcp_listen;
 using testing::TempDir;
@@ -91,20 +93,6 @@ std::string read_file(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// "Key" -> "value" of /proc/<pid>/status ("Uid" -> "65534\t65534\t65534\t65534").
-std::map<std::string, std::string> proc_status(pid_t pid) {
-  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
-  std::map<std::string, std::string> out;
-  for (std::string line; std::getline(in, line);) {
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    auto value = line.substr(colon + 1);
-    value.erase(0, value.find_first_not_of(" \t"));
-    out[line.substr(0, colon)] = value;
-  }
-  return out;
 }
 
 // The agent's tunnel keeper: its only child process (wireguard-go is started detached). 0: none.
