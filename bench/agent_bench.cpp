@@ -82,6 +82,24 @@ long long status_kib(pid_t pid, const std::string& key) {
   return -1;
 }
 
+// Pss, Pss_Anon and Pss_File of /proc/<pid>/smaps_rollup, in KiB.
+struct Pss {
+  double total = 0, anon = 0, file = 0;
+};
+Pss pss_of(pid_t pid) {
+  std::istringstream r(read_text("/proc/" + std::to_string(pid) + "/smaps_rollup"));
+  Pss out;
+  for (std::string line; std::getline(r, line);) {
+    auto field = [&](const char* key, double& value) {
+      if (line.rfind(key, 0) == 0) value = std::stod(line.substr(std::strlen(key)));
+    };
+    field("Pss:", out.total);
+    field("Pss_Anon:", out.anon);
+    field("Pss_File:", out.file);
+  }
+  return out;
+}
+
 // Rss of /proc/<pid>/smaps summed by what is mapped (a file, [heap], [stack], or "anon" for a
 // nameless mapping: thread stacks, glibc arenas, large malloc blocks), largest first.
 std::vector<std::pair<long long, std::string>> rss_by_mapping(pid_t pid) {
@@ -263,29 +281,23 @@ int run(int argc, char** argv) {
                   static_cast<double>(status_kib(agent, "RssAnon")) / 1024.0,
                   static_cast<double>(status_kib(agent, "RssFile")) / 1024.0,
                   status_kib(agent, "Threads"));
-      {
-        // Shared library pages count whole in every process's RSS; PSS divides them among the
-        // processes that map them, so it is what this agent costs the machine.
-        std::istringstream r(read_text("/proc/" + std::to_string(agent) + "/smaps_rollup"));
-        long long pss = -1, pss_anon = -1, pss_file = -1;
-        for (std::string line; std::getline(r, line);) {
-          auto field = [&](const char* key, long long& out) {
-            if (line.rfind(key, 0) == 0) out = std::stoll(line.substr(std::strlen(key)));
-          };
-          field("Pss:", pss);
-          field("Pss_Anon:", pss_anon);
-          field("Pss_File:", pss_file);
-        }
-        std::printf("  agent Pss (anon + file)       %8.1f MiB  (%.1f + %.1f)\n",
-                    static_cast<double>(pss) / 1024.0, static_cast<double>(pss_anon) / 1024.0,
-                    static_cast<double>(pss_file) / 1024.0);
-      }
+      // Shared library pages count whole in every process's RSS; PSS divides them among the
+      // processes that map them, so the sum over the agent's processes is what it costs.
+      const Pss mine = pss_of(agent);
+      std::printf("  agent Pss (anon + file)       %8.1f MiB  (%.1f + %.1f)\n", mine.total / 1024.0,
+                  mine.anon / 1024.0, mine.file / 1024.0);
+      double pss_sum = mine.total;
       for (pid_t k : keepers) {
-        std::printf("  other agent process %-9d %8.1f MiB VmRSS (RssAnon / RssFile %.1f / %.1f)\n",
-                    static_cast<int>(k), static_cast<double>(status_kib(k, "VmRSS")) / 1024.0,
-                    static_cast<double>(status_kib(k, "RssAnon")) / 1024.0,
-                    static_cast<double>(status_kib(k, "RssFile")) / 1024.0);
+        const Pss theirs = pss_of(k);
+        pss_sum += theirs.total;
+        std::printf(
+            "  other agent process %-9d %8.1f MiB VmRSS (RssAnon / RssFile %.1f / %.1f), Pss %.1f "
+            "MiB\n",
+            static_cast<int>(k), static_cast<double>(status_kib(k, "VmRSS")) / 1024.0,
+            static_cast<double>(status_kib(k, "RssAnon")) / 1024.0,
+            static_cast<double>(status_kib(k, "RssFile")) / 1024.0, theirs.total / 1024.0);
       }
+      std::printf("  agent processes' Pss together %8.1f MiB\n", pss_sum / 1024.0);
       if (smaps) {
         const auto all = rss_by_mapping(agent);
         const auto libraries = std::count_if(all.begin(), all.end(), [](const auto& m) {
