@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <initializer_list>
+#include <span>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +25,7 @@ std::string dump(const json& j) {
 }
 
 // Exactly these members, no others. EINVAL naming the first one missing or unknown.
-Status exact_members(const json& j, std::initializer_list<std::string_view> names,
+Status exact_members(const json& j, std::span<const std::string_view> names,
                      const std::string& what) {
   if (!j.is_object()) return fail_invalid(what + ": not an object");
   for (auto name : names) {
@@ -35,6 +37,11 @@ Status exact_members(const json& j, std::initializer_list<std::string_view> name
     }
   }
   return {};
+}
+
+Status exact_members(const json& j, std::initializer_list<std::string_view> names,
+                     const std::string& what) {
+  return exact_members(j, std::span(names.begin(), names.size()), what);
 }
 
 Result<std::int64_t> integer(const json& j, const std::string& what, std::int64_t min,
@@ -115,13 +122,8 @@ Result<json> decode_reply(std::string_view reply, std::initializer_list<std::str
   }
   std::vector<std::string_view> all = {"ok"};
   all.insert(all.end(), members.begin(), members.end());
-  for (const auto& [key, value] : j.items()) {
-    if (std::find(all.begin(), all.end(), key) == all.end()) {
-      return fail_errno(EPROTO, "tunnel keeper reply: unknown member \"" + key + "\"");
-    }
-  }
-  for (auto m : members) {
-    if (!j.contains(m)) return fail_errno(EPROTO, "tunnel keeper reply: no " + std::string(m));
+  if (auto s = exact_members(j, all, "tunnel keeper reply"); !s) {
+    return fail_errno(EPROTO, s.error().context());
   }
   return j;
 }
