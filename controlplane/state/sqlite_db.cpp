@@ -143,9 +143,9 @@ std::span<const std::uint8_t> Query::blob(int col) const {
 Result<Transaction> Transaction::begin(Db& db, std::string_view what) {
   // Inside a transaction already (Store::atomically): a savepoint, released into it on commit.
   const bool nested = sqlite3_get_autocommit(db.get()) == 0;
-  auto q = db.query(nested ? "SAVEPOINT pcl_nested" : "BEGIN IMMEDIATE", what);
-  if (!q) return fail(std::move(q.error()));
-  if (auto r = q->run(); !r) return fail(std::move(r.error()));
+  if (auto r = db.run(nested ? "SAVEPOINT pcl_nested" : "BEGIN IMMEDIATE", what); !r) {
+    return fail(std::move(r.error()));
+  }
   return Transaction(db, what, nested);
 }
 
@@ -159,9 +159,7 @@ Transaction::~Transaction() {
 }
 
 Status Transaction::commit() {
-  auto q = db_->query(nested_ ? "RELEASE pcl_nested" : "COMMIT", what_);
-  if (!q) return fail(std::move(q.error()));
-  if (auto r = q->run(); !r) return fail(std::move(r.error()));
+  if (auto r = db_->run(nested_ ? "RELEASE pcl_nested" : "COMMIT", what_); !r) return r;
   db_ = nullptr;
   return {};
 }

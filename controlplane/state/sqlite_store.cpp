@@ -432,48 +432,38 @@ int SqliteStore::on_wal_commit(void* self, sqlite3* db, const char*, int frames)
 void SqliteStore::run_batch_locked(const std::vector<Member*>& batch) {
   std::size_t next = 0;
   while (next < batch.size()) {
-    // One transaction for batch[first..next): each member's part is a savepoint of it.
+    // One transaction for batch[first..next); each member's part is a savepoint of it (a
+    // Transaction begun inside one), released into it or rolled back alone.
     const std::size_t first = next;
-    Status open = db_.run("BEGIN IMMEDIATE", "begin a transaction");
-    if (!open) {
-      for (std::size_t i = first; i < batch.size(); ++i) batch[i]->status = open;
+    auto txn = Transaction::begin(
+        db_, "a batch of " + std::to_string(batch.size() - first) + " transaction(s)");
+    if (!txn) {
+      for (std::size_t i = first; i < batch.size(); ++i)
+        batch[i]->status = fail(Error(txn.error()));
       return;
     }
     bool lost = false;
     for (; next < batch.size() && !lost; ++next) {
       Member& m = *batch[next];
-      m.status = db_.run("SAVEPOINT pcl_member", "begin one transaction");
-      if (m.status) m.status = (*m.fn)();
+      auto own = Transaction::begin(db_, "one transaction");
+      m.status = own ? (*m.fn)() : Status(fail(std::move(own.error())));
       if (sqlite3_get_autocommit(db_.get()) != 0) {
         // SQLite ended the whole transaction itself (I/O error, disk full, ...): the changes
         // of every member before this one are gone too. The rest get a transaction of their
         // own.
         const Status gone = fail_errno(EIO, "the transaction was rolled back by SQLite");
-        for (std::size_t i = first; i < next; ++i) {
+        for (std::size_t i = first; i <= next; ++i) {
           if (batch[i]->status) batch[i]->status = gone;
         }
-        if (m.status) m.status = gone;
         lost = true;
       } else if (m.status) {
-        m.status = db_.run("RELEASE pcl_member", "end one transaction");
-      } else {
-        sqlite3_exec(db_.get(), "ROLLBACK TO pcl_member; RELEASE pcl_member", nullptr, nullptr,
-                     nullptr);
-      }
+        m.status = own->commit();
+      }  // else ~own rolls back to the savepoint
     }
-    if (lost) {
-      if (sqlite3_get_autocommit(db_.get()) == 0) {
-        sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      }
-      continue;
-    }
-    const std::size_t members = next - first;
+    if (lost) continue;
     in_batch_commit_ = true;
-    Status committed = db_.run("COMMIT", "commit " + std::to_string(members) + " transaction(s)");
+    const Status committed = txn->commit();  // ~txn rolls back after a failed COMMIT
     in_batch_commit_ = false;
-    if (!committed && sqlite3_get_autocommit(db_.get()) == 0) {
-      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-    }
     if (committed) group_commits_.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = first; i < next; ++i) {
       Status& s = batch[i]->status;
