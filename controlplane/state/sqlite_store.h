@@ -4,7 +4,6 @@
 // transaction. Schema and migrations: sqlite_store.cpp (kMigrations).
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
